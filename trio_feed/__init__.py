@@ -1,0 +1,1 @@
+"""trio-feed: gap-free, reconciled crypto-exchange market data, supervised with Trio."""
