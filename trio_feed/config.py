@@ -1,0 +1,743 @@
+"""The feed's configuration: frozen attrs classes, loaded from TOML with every problem reported.
+
+A config file holds one or more ``[[venues]]`` tables and optional global sections
+(``[connection_pool]``, ``[reconnect]``, ``[ping]``, ``[heartbeat]``, ``[reconciliation]``,
+``[cache]``) plus ``[[sinks]]``. A venue table may repeat any of those sections
+(``[venues.reconnect]``): its keys override the global section's keys for that venue only,
+so each `VenueConfig` carries the *effective* sections for its venue.
+
+Loading never stops at the first mistake: it collects one line per problem, each naming the
+key path (``venues[0].reconnect.base_delay: must be > 0 (got -1.0)``) or the environment
+variable responsible, and raises `ConfigError` with all of them. Nothing else is raised for
+bad input.
+
+The classes validate their own values when built directly (``attrs.evolve`` included), but
+only the loader checks what needs an adapter: that ``exchange`` is registered and that each
+channel is one the venue offers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import tomllib
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import attrs
+from attrs import field, frozen
+
+from . import venues as _venues
+from .errors import ConfigError
+
+__all__ = [
+    "CacheConfig",
+    "FeedConfig",
+    "HeartbeatConfig",
+    "PingConfig",
+    "PoolConfig",
+    "ReconciliationConfig",
+    "ReconnectConfig",
+    "SinkConfig",
+    "VenueConfig",
+    "config_from_dict",
+    "config_from_text",
+    "load_config",
+]
+
+
+# ---- value checks shared by the classes' validators and the loader -------------------------
+
+
+def _show(value: object) -> str:
+    """A value as a TOML user would recognise it in a message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return repr(value)
+
+
+@frozen
+class _Number:
+    """attrs validator of a numeric setting: its kind (int, or float which also takes ints)
+    and bounds. The loader asks it for `problem` directly, so that every bad key of a
+    section gets its own line instead of only the first one attrs would report."""
+
+    kind: type[int] | type[float]
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+
+    def bounds(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"> {self.gt}")
+        if self.ge is not None:
+            parts.append(f">= {self.ge}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt}")
+        return " and ".join(parts)
+
+    def problem(self, value: object) -> str | None:
+        """None if ``value`` is acceptable, else what is wrong with it."""
+        # bool is a subclass of int: TOML's `true` must not pass for 1. Strings are never
+        # converted: `"10"` for a number is a mistake worth reporting.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            number = None
+        elif self.kind is float:
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+            if not math.isfinite(number):
+                return f"must be a finite number (got {value!r})"
+        elif isinstance(value, int):
+            number = value
+        else:
+            number = None
+        if number is None:
+            expected = "an integer" if self.kind is int else "a number"
+            return f"expected {expected}, got {_show(value)}"
+        if (
+            (self.gt is not None and not number > self.gt)
+            or (self.ge is not None and not number >= self.ge)
+            or (self.lt is not None and not number < self.lt)
+        ):
+            return f"must be {self.bounds()} (got {value!r})"
+        return None
+
+    def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        problem = self.problem(value)
+        if problem is not None:
+            raise ValueError(f"{attribute.name}: {problem}")
+
+
+def _delay_order_problem(base_delay: float, max_delay: float) -> str | None:
+    if max_delay < base_delay:
+        return f"max_delay ({max_delay!r}) must be >= base_delay ({base_delay!r})"
+    return None
+
+
+@frozen
+class _UrlKind:
+    schemes: tuple[str, ...]
+    #: How a message names what was expected ("is not <phrase>").
+    phrase: str
+    need_port: bool = False
+
+
+_WS_URL = _UrlKind(("ws", "wss"), "a ws:// or wss:// URL")
+_REST_URL = _UrlKind(("http", "https"), "an http:// or https:// URL")
+_PROXY_URL = _UrlKind(
+    ("http", "https", "socks5", "socks5h"),
+    "an http://, https://, socks5:// or socks5h:// proxy URL",
+    need_port=True,
+)
+
+
+def _url_problem(value: object, kind: _UrlKind) -> str | None:
+    if not isinstance(value, str):
+        return f"expected a string, got {_show(value)}"
+    if any(c.isspace() for c in value):
+        return f"{value!r} must not contain whitespace"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # parsed lazily: a bad port raises only here
+    except ValueError:
+        return f"{value!r} is not a valid URL"
+    if parts.scheme.lower() not in kind.schemes:
+        return f"{value!r} is not {kind.phrase}"
+    if not parts.hostname:
+        return f"{value!r} has no host"
+    if kind.need_port and port is None:
+        return f"{value!r} has no port"
+    # Adapters append a path (and Binance a query) to the base URL.
+    if parts.query or parts.fragment:
+        return f"{value!r} must not have a query or fragment"
+    return None
+
+
+def _symbol_problems(symbols: Sequence[object]) -> list[tuple[int, str]]:
+    """(index, problem) for each bad symbol; duplicates are found case-insensitively."""
+    problems: list[tuple[int, str]] = []
+    seen: dict[str, str] = {}
+    for i, symbol in enumerate(symbols):
+        if not isinstance(symbol, str):
+            problems.append((i, f"expected a string, got {_show(symbol)}"))
+        elif not symbol:
+            problems.append((i, "symbol must not be empty"))
+        elif any(c.isspace() for c in symbol):
+            problems.append((i, f"symbol {symbol!r} must not contain whitespace"))
+        elif "/" in symbol:
+            problems.append(
+                (i, f"symbol {symbol!r} must not contain '/' (use the exchange's own name)")
+            )
+        elif symbol.casefold() in seen:
+            first = seen[symbol.casefold()]
+            same = "" if first == symbol else f" (same as {first!r})"
+            problems.append((i, f"duplicate symbol {symbol!r}{same}"))
+        else:
+            seen[symbol.casefold()] = symbol
+    return problems
+
+
+def _channel_problems(channels: Sequence[object]) -> list[tuple[int, str]]:
+    """(index, problem) for each malformed or repeated channel. Channels are case-sensitive
+    (``kline_1m`` is a minute, ``kline_1M`` a month)."""
+    problems: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for i, channel in enumerate(channels):
+        if not isinstance(channel, str):
+            problems.append((i, f"expected a string, got {_show(channel)}"))
+        elif not channel:
+            problems.append((i, "channel must not be empty"))
+        elif channel in seen:
+            problems.append((i, f"duplicate channel {channel!r}"))
+        else:
+            seen.add(channel)
+    return problems
+
+
+def _check_url(kind: _UrlKind, *, optional: bool = False) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None and optional:
+            return
+        problem = _url_problem(value, kind)
+        if problem is not None:
+            raise ValueError(f"{attribute.name}: {problem}")
+
+    return check
+
+
+def _check_symbols(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not value:
+        raise ValueError("symbols: at least one symbol is required")
+    for i, problem in _symbol_problems(value):
+        raise ValueError(f"symbols[{i}]: {problem}")
+
+
+def _check_channels(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not value:
+        raise ValueError("channels: at least one channel is required")
+    for i, problem in _channel_problems(value):
+        raise ValueError(f"channels[{i}]: {problem}")
+
+
+def _check_sink_path(instance: SinkConfig, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ValueError("path: must not be empty")
+    if value == "-" and instance.kind != "jsonl":
+        raise ValueError("path: '-' (stdout) is only for jsonl sinks")
+
+
+# ---- the configuration classes -------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class PoolConfig:
+    """How the streams of a venue are spread over WebSocket connections."""
+
+    #: Most connections the feed opens to the venue.
+    max_connections: int = field(default=5, validator=_Number(int, ge=1))
+    #: Most streams put on one connection (the venue's own cap still applies).
+    max_streams_per_connection: int = field(default=200, validator=_Number(int, ge=1))
+
+
+@frozen(kw_only=True)
+class ReconnectConfig:
+    """Backoff between reconnect attempts: ``min(base_delay * 2**retry, max_delay)``, spread by
+    up to ``jitter_ratio`` either way."""
+
+    #: Seconds before the first retry.
+    base_delay: float = field(default=1.0, validator=_Number(float, gt=0))
+    #: Longest wait between retries, in seconds.
+    max_delay: float = field(default=60.0, validator=_Number(float, gt=0))
+    #: Random spread of each delay, as a fraction of it.
+    jitter_ratio: float = field(default=0.1, validator=_Number(float, ge=0, lt=1))
+    #: Consecutive failed attempts before a connection is given up (FAILED); 0 means forever.
+    max_retries: int = field(default=10, validator=_Number(int, ge=0))
+    #: Seconds allowed to open a connection (TCP, TLS, proxy and WebSocket handshakes).
+    connect_timeout: float = field(default=10.0, validator=_Number(float, gt=0))
+
+    def __attrs_post_init__(self) -> None:
+        problem = _delay_order_problem(self.base_delay, self.max_delay)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+@frozen(kw_only=True)
+class PingConfig:
+    """WebSocket liveness: a ping every ``interval`` seconds, answered within ``timeout``."""
+
+    interval: float = field(default=20.0, validator=_Number(float, gt=0))
+    timeout: float = field(default=10.0, validator=_Number(float, gt=0))
+
+
+@frozen(kw_only=True)
+class HeartbeatConfig:
+    """Per-stream staleness: every ``check_interval`` seconds, a stream silent for longer
+    than ``timeout`` seconds is treated as lost."""
+
+    check_interval: float = field(default=30.0, validator=_Number(float, gt=0))
+    timeout: float = field(default=60.0, validator=_Number(float, gt=0))
+
+
+@frozen(kw_only=True)
+class ReconciliationConfig:
+    """Periodic REST checks of what the streams delivered."""
+
+    #: Seconds between REST checks of the last closed kline.
+    kline_interval: float = field(default=300.0, validator=_Number(float, gt=0))
+    #: Seconds between REST depth-snapshot checks.
+    depth_interval: float = field(default=60.0, validator=_Number(float, gt=0))
+    #: Relative price difference tolerated before a kline counts as mismatched.
+    price_tolerance: float = field(default=0.0001, validator=_Number(float, ge=0))
+    #: Relative volume difference tolerated before a kline counts as mismatched.
+    volume_tolerance: float = field(default=0.01, validator=_Number(float, ge=0))
+    #: A depth-sequence gap of this many updates or more forces a REST re-sync.
+    depth_gap_resync: int = field(default=100, validator=_Number(int, ge=1))
+
+
+@frozen(kw_only=True)
+class CacheConfig:
+    """Sizes of the in-memory caches behind ``feed.history()`` and ``book`` events."""
+
+    #: Closed klines kept per (symbol, interval).
+    kline_max_size: int = field(default=500, validator=_Number(int, ge=1))
+    #: Aggregated trades kept per symbol.
+    aggtrade_max_size: int = field(default=1000, validator=_Number(int, ge=1))
+    #: Seconds of aggregated trades kept per symbol.
+    aggtrade_time_window: float = field(default=60.0, validator=_Number(float, gt=0))
+    #: Levels per side in emitted book events.
+    book_depth: int = field(default=20, validator=_Number(int, ge=1))
+
+
+@frozen(kw_only=True)
+class SinkConfig:
+    """Where events are written besides the subscribers: ``jsonl`` (``path`` ``"-"`` is
+    stdout) or ``sqlite``."""
+
+    kind: Literal["jsonl", "sqlite"] = field(validator=attrs.validators.in_(("jsonl", "sqlite")))
+    path: str = field(validator=_check_sink_path)
+
+
+@frozen(kw_only=True)
+class VenueConfig:
+    """One exchange market to feed from, with the sections in effect for it: the global
+    ones with this venue's overrides applied key by key."""
+
+    #: Registry key of the exchange adapter (``"binance-usdm"``).
+    exchange: str
+    #: Base WebSocket URL, without a trailing ``/``; the adapter appends a path.
+    ws_url: str = field(validator=_check_url(_WS_URL))
+    #: Base REST URL, without a trailing ``/``.
+    rest_url: str = field(validator=_check_url(_REST_URL))
+    #: The exchange's own symbol names.
+    symbols: tuple[str, ...] = field(validator=_check_symbols)
+    #: Channel names as the adapter accepts them (``"kline_1m"``, ``"depth"``...).
+    channels: tuple[str, ...] = field(validator=_check_channels)
+    #: Proxy for both WebSocket and REST traffic.
+    proxy: str | None = field(default=None, validator=_check_url(_PROXY_URL, optional=True))
+    connection_pool: PoolConfig = PoolConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+    ping: PingConfig = PingConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    reconciliation: ReconciliationConfig = ReconciliationConfig()
+    cache: CacheConfig = CacheConfig()
+
+
+def _check_venues(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not value:
+        raise ValueError("venues: at least one venue is required")
+
+
+@frozen(kw_only=True)
+class FeedConfig:
+    """A whole feed: its venues, the global sections (as written, before any venue's
+    overrides) and its sinks."""
+
+    venues: tuple[VenueConfig, ...] = field(validator=_check_venues)
+    connection_pool: PoolConfig = PoolConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+    ping: PingConfig = PingConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    reconciliation: ReconciliationConfig = ReconciliationConfig()
+    cache: CacheConfig = CacheConfig()
+    sinks: tuple[SinkConfig, ...] = ()
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+#: The sections that may appear globally and inside a venue table.
+_SECTIONS: Mapping[str, type[Any]] = {
+    "connection_pool": PoolConfig,
+    "reconnect": ReconnectConfig,
+    "ping": PingConfig,
+    "heartbeat": HeartbeatConfig,
+    "reconciliation": ReconciliationConfig,
+    "cache": CacheConfig,
+}
+_TOP_KEYS = ("venues", *_SECTIONS, "sinks")
+_VENUE_KEYS = ("exchange", "ws_url", "rest_url", "symbols", "channels", "proxy", *_SECTIONS)
+_SINK_KEYS = ("kind", "path")
+
+#: Environment variable -> the first venue's key it overrides.
+_ENV_KEYS = {
+    "TRIO_FEED_WS_URL": "ws_url",
+    "TRIO_FEED_REST_URL": "rest_url",
+    "TRIO_FEED_PROXY": "proxy",
+    "TRIO_FEED_SYMBOLS": "symbols",
+    "TRIO_FEED_CHANNELS": "channels",
+}
+
+
+@frozen
+class _Where:
+    """Where a value came from: a key path in the file, or an environment variable."""
+
+    path: str
+    env: bool = False
+
+    def key(self, name: object) -> _Where:
+        return _Where(f"{self.path}.{name}" if self.path else str(name), self.env)
+
+    def item(self, index: int) -> _Where:
+        # The items of a comma-separated variable are named by the variable; the message
+        # shows the item itself.
+        return self if self.env else _Where(f"{self.path}[{index}]")
+
+
+class _Report:
+    """Collects the problems of one load, one line each."""
+
+    def __init__(self, source: str) -> None:
+        # Lines about the file's content start with its name, so the CLI can print them as
+        # they are; placeholders such as "<dict>" would only be noise.
+        self._prefix = "" if not source or source.startswith("<") else f"{source}: "
+        self.problems: list[str] = []
+
+    def add(self, where: _Where, message: str) -> None:
+        prefix = "" if where.env else self._prefix
+        self.problems.append(f"{prefix}{where.path}: {message}")
+
+    def unknown_keys(self, table: Mapping[Any, Any], allowed: Sequence[str], where: _Where) -> None:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.8)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.add(where.key(key), f"unknown key{hint}")
+
+
+def _table(value: object, where: _Where, report: _Report) -> Mapping[Any, Any] | None:
+    if isinstance(value, Mapping):
+        return value
+    report.add(where, f"expected a table, got {_show(value)}")
+    return None
+
+
+def _section_values(
+    cls: type[Any], raw: object, where: _Where, report: _Report
+) -> tuple[dict[str, Any], set[str]]:
+    """The valid keys of a section table (ints made floats where floats are expected) and the
+    names of its invalid ones. Every bad key is reported on its own line."""
+    values: dict[str, Any] = {}
+    bad: set[str] = set()
+    table = _table(raw, where, report)
+    if table is None:
+        return values, bad
+    fields = attrs.fields_dict(cls)
+    report.unknown_keys(table, list(fields), where)
+    for name, attribute in fields.items():
+        if name not in table:
+            continue
+        check = attribute.validator
+        assert isinstance(check, _Number)
+        problem = check.problem(table[name])
+        if problem is None:
+            values[name] = check.kind(table[name])
+        else:
+            report.add(where.key(name), problem)
+            bad.add(name)
+    return values, bad
+
+
+def _check_delay_order(
+    values: Mapping[str, Any],
+    bad: Collection[str],
+    where: _Where,
+    report: _Report,
+    *,
+    touched: Collection[str],
+) -> None:
+    """Check max_delay >= base_delay in a reconnect section's ``values``, unless one of the
+    two is invalid (already reported) or neither is in ``touched``: a venue that overrides
+    neither inherits the global verdict, which is not repeated for every venue."""
+    keys = {"base_delay", "max_delay"}
+    if keys & set(bad) or not keys & set(touched):
+        return
+    base = values.get("base_delay", ReconnectConfig().base_delay)
+    top = values.get("max_delay", ReconnectConfig().max_delay)
+    problem = _delay_order_problem(base, top)
+    if problem is not None:
+        report.add(where, problem)
+
+
+def _string_list(value: object, what: str, where: _Where, report: _Report) -> list[object] | None:
+    if not isinstance(value, list | tuple):
+        report.add(where, f"expected an array of {what}s, got {_show(value)}")
+        return None
+    if not value:
+        report.add(where, f"at least one {what} is required")
+        return None
+    return list(value)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[object, _Where]]:
+    """The first venue's keys set from the environment, with where each value came from."""
+    overrides: dict[str, tuple[object, _Where]] = {}
+    for var, key in _ENV_KEYS.items():
+        text = environ.get(var, "").strip()
+        if not text:
+            continue  # an empty variable is as good as an unset one
+        value: object = text
+        if key in ("symbols", "channels"):
+            value = [item.strip() for item in text.split(",") if item.strip()]
+        overrides[key] = (value, _Where(var, env=True))
+    return overrides
+
+
+def _venue(
+    raw: object,
+    where: _Where,
+    global_sections: Mapping[str, tuple[dict[str, Any], set[str]]],
+    env: Mapping[str, tuple[object, _Where]],
+    known: Sequence[str],
+    report: _Report,
+) -> dict[str, Any]:
+    """The keyword arguments of one `VenueConfig`, complete only if nothing was reported."""
+    table = _table(raw, where, report)
+    if table is None:
+        return {}
+    report.unknown_keys(table, _VENUE_KEYS, where)
+
+    def lookup(key: str) -> tuple[object, _Where] | None:
+        if key in env:
+            return env[key]
+        if key in table:
+            return table[key], where.key(key)
+        return None
+
+    kwargs: dict[str, Any] = {}
+    adapter = None
+    exchange = table.get("exchange")
+    if exchange is None:
+        report.add(where.key("exchange"), f"missing (known exchanges: {', '.join(known)})")
+    elif not isinstance(exchange, str):
+        report.add(where.key("exchange"), f"expected a string, got {_show(exchange)}")
+    elif exchange not in known:
+        report.add(
+            where.key("exchange"),
+            f"unknown exchange {exchange!r} (known exchanges: {', '.join(known) or 'none'})",
+        )
+    else:
+        kwargs["exchange"] = exchange
+        try:
+            adapter = _venues.get_adapter(exchange)
+        except Exception as exc:  # a third-party entry point may fail in any way
+            report.add(
+                where.key("exchange"), f"the adapter for {exchange!r} failed to load: {exc!r}"
+            )
+
+    defaults: dict[str, str | None] = {"ws_url": None, "rest_url": None, "proxy": None}
+    if adapter is not None:
+        defaults["ws_url"] = adapter.default_ws_url.rstrip("/")
+        defaults["rest_url"] = adapter.default_rest_url.rstrip("/")
+    for key, kind in (("ws_url", _WS_URL), ("rest_url", _REST_URL), ("proxy", _PROXY_URL)):
+        found = lookup(key)
+        if found is None:
+            # Without an adapter the URLs stay unset; the exchange problem is reported.
+            if defaults[key] is not None or key == "proxy":
+                kwargs[key] = defaults[key]
+            continue
+        value, at = found
+        problem = _url_problem(value, kind)
+        if problem is not None:
+            report.add(at, problem)
+        else:
+            assert isinstance(value, str)
+            kwargs[key] = value if key == "proxy" else value.rstrip("/")
+
+    found = lookup("symbols")
+    if found is None:
+        report.add(where.key("symbols"), "missing (a list of the exchange's symbol names)")
+    else:
+        value, at = found
+        symbols = _string_list(value, "symbol", at, report)
+        if symbols is not None:
+            for i, problem in _symbol_problems(symbols):
+                report.add(at.item(i), problem)
+            kwargs["symbols"] = tuple(symbols)
+
+    found = lookup("channels")
+    if found is None:
+        report.add(where.key("channels"), "missing (a list of channel names)")
+    else:
+        value, at = found
+        channels = _string_list(value, "channel", at, report)
+        if channels is not None:
+            malformed = _channel_problems(channels)
+            for i, problem in malformed:
+                report.add(at.item(i), problem)
+            skip = {i for i, _ in malformed}
+            for i, channel in enumerate(channels):
+                if adapter is None or i in skip:
+                    continue
+                assert isinstance(channel, str)
+                reason = adapter.check_channel(channel)
+                if reason is not None:
+                    # The adapter's reason names the channel and the venue itself.
+                    report.add(at.item(i), reason)
+            kwargs["channels"] = tuple(channels)
+
+    for name, cls in _SECTIONS.items():
+        global_values, global_bad = global_sections[name]
+        overrides, bad = _section_values(cls, table.get(name, {}), where.key(name), report)
+        effective = {**global_values, **overrides}
+        if name == "reconnect":
+            _check_delay_order(
+                effective,
+                (global_bad - set(overrides)) | bad,
+                where.key(name),
+                report,
+                touched=set(overrides),
+            )
+        kwargs[name] = effective
+    return kwargs
+
+
+def _sink(raw: object, where: _Where, report: _Report) -> dict[str, Any]:
+    table = _table(raw, where, report)
+    if table is None:
+        return {}
+    report.unknown_keys(table, _SINK_KEYS, where)
+    kind, path = table.get("kind"), table.get("path")
+    if kind is None:
+        report.add(where.key("kind"), "missing ('jsonl' or 'sqlite')")
+    elif kind not in ("jsonl", "sqlite"):
+        report.add(where.key("kind"), f"must be 'jsonl' or 'sqlite' (got {_show(kind)})")
+    if path is None:
+        report.add(where.key("path"), "missing (a file path, or '-' for stdout with jsonl)")
+    elif not isinstance(path, str):
+        report.add(where.key("path"), f"expected a string, got {_show(path)}")
+    elif not path:
+        report.add(where.key("path"), "must not be empty")
+    elif path == "-" and kind == "sqlite":
+        report.add(where.key("path"), "'-' (stdout) is only for jsonl sinks")
+    return {"kind": kind, "path": path}
+
+
+def config_from_dict(
+    data: Mapping[str, Any], *, source: str = "<dict>", environ: Mapping[str, str] | None = None
+) -> FeedConfig:
+    """Build a `FeedConfig` from parsed TOML (or any dict of the same shape).
+
+    ``environ`` (default `os.environ`) supplies the ``TRIO_FEED_*`` overrides of the first
+    venue. ``source`` names the input; when it is a file name (not ``<...>``) every line
+    about the content starts with it. Raises `ConfigError` listing every problem found.
+    """
+    report = _Report(source)
+    env = _env_overrides(os.environ if environ is None else environ)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a table at the top level, got {_show(data)}")
+    root = data
+    report.unknown_keys(root, _TOP_KEYS, _Where(""))
+
+    sections: dict[str, tuple[dict[str, Any], set[str]]] = {}
+    for name, cls in _SECTIONS.items():
+        sections[name] = _section_values(cls, root.get(name, {}), _Where(name), report)
+    values, bad = sections["reconnect"]
+    _check_delay_order(values, bad, _Where("reconnect"), report, touched=set(values))
+
+    venue_kwargs: list[dict[str, Any]] = []
+    raw_venues = root.get("venues")
+    if raw_venues is None or (isinstance(raw_venues, list | tuple) and not raw_venues):
+        report.add(_Where("venues"), "at least one [[venues]] table is required")
+    elif not isinstance(raw_venues, list | tuple):
+        report.add(
+            _Where("venues"),
+            f"expected an array of tables ([[venues]], not [venues]), got {_show(raw_venues)}",
+        )
+    else:
+        # Listing the venues scans the installed entry points: once per load is enough.
+        known = _venues.known_venues()
+        for i, raw in enumerate(raw_venues):
+            venue_kwargs.append(
+                _venue(raw, _Where(f"venues[{i}]"), sections, env if i == 0 else {}, known, report)
+            )
+
+    sink_kwargs: list[dict[str, Any]] = []
+    raw_sinks = root.get("sinks", [])
+    if not isinstance(raw_sinks, list | tuple):
+        report.add(
+            _Where("sinks"), f"expected an array of tables ([[sinks]]), got {_show(raw_sinks)}"
+        )
+    else:
+        sink_kwargs = [_sink(raw, _Where(f"sinks[{i}]"), report) for i, raw in enumerate(raw_sinks)]
+
+    if report.problems:
+        raise ConfigError(report.problems)
+
+    # Everything was checked above, so building cannot fail from here on.
+    def build(name: str, values: Mapping[str, Any]) -> Any:
+        return _SECTIONS[name](**values)
+
+    return FeedConfig(
+        venues=tuple(
+            VenueConfig(
+                **{
+                    key: build(key, value) if key in _SECTIONS else value
+                    for key, value in kwargs.items()
+                }
+            )
+            for kwargs in venue_kwargs
+        ),
+        sinks=tuple(SinkConfig(**kwargs) for kwargs in sink_kwargs),
+        **{name: build(name, values) for name, (values, _) in sections.items()},
+    )
+
+
+def config_from_text(
+    text: str, *, source: str = "<string>", environ: Mapping[str, str] | None = None
+) -> FeedConfig:
+    """Parse TOML ``text`` into a `FeedConfig` (see `config_from_dict`)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    return config_from_dict(data, source=source, environ=environ)
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> FeedConfig:
+    """Load a TOML config file, apply the ``TRIO_FEED_*`` environment overrides and check
+    everything. Raises `ConfigError` (and nothing else) listing every problem, each line
+    starting with the file name or the environment variable responsible."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a directory, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    return config_from_text(text, source=source, environ=environ)
