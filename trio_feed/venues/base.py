@@ -214,6 +214,10 @@ class VenueAdapter(abc.ABC):
     default_rest_url: ClassVar[str]
     limits: ClassVar[VenueLimits]
     ping_style: ClassVar[PingStyle]
+    #: Response header reporting the REST weight used in the venue's window, if any.
+    rest_weight_header: ClassVar[str | None] = None
+    #: The venue's REST weight budget per minute (the shell keeps under it).
+    rest_weight_per_minute: ClassVar[int] = 1200
 
     # ---- streams ------------------------------------------------------------------------
 
