@@ -194,4 +194,6 @@ class DepthDiff:
 MarketEvent = Kline | Trade | BookUpdate | MarkPrice | BookTicker | DepthDiff
 
 #: Everything `Feed.events()` can yield.
-Event = Kline | Trade | BookUpdate | MarkPrice | BookTicker | StateChange | QualityChange | Reconcile
+Event = (
+    Kline | Trade | BookUpdate | MarkPrice | BookTicker | StateChange | QualityChange | Reconcile
+)

@@ -1,0 +1,61 @@
+"""From a config to the connections a feed will open (pure: no I/O).
+
+Used by ``open_feed()`` and by ``trio-feed check-config``, so what the check prints is
+exactly what the feed does.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from .config import FeedConfig, VenueConfig
+from .core.pool import ConnectionPlan, PoolPlanner
+from .errors import ConfigError
+from .venues import get_adapter
+from .venues.base import StreamSpec, VenueAdapter
+
+__all__ = ["VenuePlan", "plan_feed", "venue_streams"]
+
+
+@frozen
+class VenuePlan:
+    """One venue's adapter, effective config and planned connections."""
+
+    config: VenueConfig
+    adapter: VenueAdapter
+    planner: PoolPlanner
+    connections: tuple[ConnectionPlan, ...]
+
+
+def venue_streams(adapter: VenueAdapter, venue: VenueConfig) -> list[StreamSpec]:
+    """Every stream of ``venue``: symbols x channels, in config order."""
+    return [
+        adapter.stream(symbol, channel) for symbol in venue.symbols for channel in venue.channels
+    ]
+
+
+def plan_feed(config: FeedConfig) -> list[VenuePlan]:
+    """Plan every venue's connections. Raises `ConfigError` (naming the venue) if the
+    streams do not fit the connection pool."""
+    plans: list[VenuePlan] = []
+    problems: list[str] = []
+    for index, venue in enumerate(config.venues):
+        adapter = get_adapter(venue.exchange)
+        pool = venue.connection_pool
+        planner = PoolPlanner(
+            venue.exchange,
+            max_connections=pool.max_connections,
+            # The venue's own cap wins over a larger configured value.
+            max_streams_per_connection=min(
+                pool.max_streams_per_connection, adapter.limits.max_streams_per_connection
+            ),
+        )
+        try:
+            connections = planner.plan(venue_streams(adapter, venue))
+        except ConfigError as exc:
+            problems.extend(f"venues[{index}].{p}" for p in exc.problems)
+            continue
+        plans.append(VenuePlan(venue, adapter, planner, tuple(connections)))
+    if problems:
+        raise ConfigError(problems)
+    return plans
