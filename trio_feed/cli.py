@@ -1,0 +1,228 @@
+"""The ``trio-feed`` command line.
+
+Logs go to stderr only; stdout carries JSON lines (``--jsonl -``) or the live view. Bad
+input exits 2 with one line per problem and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+from rich.console import Console
+
+from .config import FeedConfig, config_from_dict, load_config
+from .errors import ConfigError, SlowConsumer
+from .plan import plan_feed
+from .runtime.fanout import Subscription
+from .runtime.feed import Feed, open_feed
+from .runtime.sinks import SINK_MAX_BUFFER, JsonlSink, check_sinks
+from .venues import get_adapter, known_venues
+
+__all__ = ["main"]
+
+log = logging.getLogger("trio_feed.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-feed",
+        description="Gap-free, reconciled crypto-exchange market data, supervised with Trio.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="stderr log level (default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the feed until SIGINT/SIGTERM or --duration")
+    run.add_argument("--config", required=True, metavar="PATH", help="TOML config file")
+    run.add_argument("--jsonl", metavar="PATH", help="write events as JSON lines ('-' = stdout)")
+    run.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
+
+    check = sub.add_parser("check-config", help="validate a config and show its connections")
+    check.add_argument("path", metavar="PATH", nargs="?", help="TOML config file")
+    check.add_argument(
+        "--list-venues", action="store_true", help="list the known venues and their channels"
+    )
+
+    demo = sub.add_parser("demo", help="run against the built-in exchange simulator (offline)")
+    demo.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
+    demo.add_argument(
+        "--jsonl",
+        metavar="PATH",
+        help="write events as JSON lines ('-' = stdout; the default when stdout is not a terminal)",
+    )
+    demo.add_argument("--seed", type=int, default=1, help="seed of the simulated market")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trio-feed`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "check-config":
+            return _check_config(args)
+        if args.command == "run":
+            config = load_config(args.config)
+            plan_feed(config)  # fail fast, before any network
+            check_sinks(config.sinks)
+            return trio.run(_run, config, args.jsonl, args.duration, None)
+        if args.command == "demo":
+            return trio.run(_demo, args)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_USAGE
+    raise AssertionError(args.command)  # pragma: no cover - argparse guarantees a command
+
+
+def _print_problems(exc: ConfigError) -> None:
+    print("trio-feed: invalid configuration:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+# ---- check-config -------------------------------------------------------------------------
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.list_venues:
+        for name in known_venues():
+            adapter = get_adapter(name)
+            print(
+                f"{name}  (ws {adapter.default_ws_url}, rest {adapter.default_rest_url})", file=out
+            )
+            for info in adapter.channels():
+                extra = f": {', '.join(info.intervals)}" if info.intervals else ""
+                print(f"  {info.pattern:<28} {info.description}{extra}", file=out)
+        if args.path is None:
+            return EXIT_OK
+    if args.path is None:
+        print("trio-feed check-config: a config PATH is required", file=sys.stderr)
+        return EXIT_USAGE
+    config = load_config(args.path)
+    plans = plan_feed(config)
+    print(f"{args.path}: valid", file=out)
+    for plan in plans:
+        n = sum(len(c.streams) for c in plan.connections)
+        print(
+            f"{plan.adapter.name}: {n} streams on {len(plan.connections)} connection(s)", file=out
+        )
+        for conn in plan.connections:
+            url = plan.adapter.connect_url(plan.config.ws_url, conn.route, conn.streams)
+            base = url.split("?", 1)[0]
+            print(f"  {conn.id}  {base}  ({len(conn.streams)} streams)", file=out)
+            for spec in conn.streams:
+                print(f"    {spec.name}", file=out)
+    return EXIT_OK
+
+
+# ---- run ----------------------------------------------------------------------------------
+
+
+async def _run(
+    config: FeedConfig,
+    jsonl: str | None,
+    duration: float | None,
+    feed_options: dict[str, Any] | None,
+) -> int:
+    """Run the feed until a signal or ``duration``; flush output; return the exit code."""
+    show_view = jsonl != "-" and sys.stdout.isatty()
+    failures: list[SlowConsumer] = []
+    async with trio.open_nursery() as outer, open_feed(config, **(feed_options or {})) as feed:
+        if jsonl is not None:
+            sub = feed.events(max_buffer=SINK_MAX_BUFFER)
+            outer.start_soon(_write_jsonl_task, sub, jsonl, failures, name="jsonl writer")
+        async with trio.open_nursery() as inner:
+            if show_view:
+                inner.start_soon(_view_task, feed)
+            with trio.move_on_after(duration if duration is not None else math.inf):
+                await _wait_for_stop_signal()
+            inner.cancel_scope.cancel()
+        log.info("stopping")
+        # Leaving open_feed closed the subscription; the writer drains it and returns.
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+async def _wait_for_stop_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            return
+
+
+async def _view_task(feed: Feed) -> None:
+    from .view import live_view
+
+    await live_view(feed, Console(file=sys.stdout))
+
+
+async def _write_jsonl_task(sub: Subscription, path: str, failures: list[SlowConsumer]) -> None:
+    try:
+        await JsonlSink(path).run(sub)
+    except SlowConsumer as exc:
+        failures.append(exc)
+        log.error("output could not keep up with the feed: %s", exc)
+
+
+# ---- demo ---------------------------------------------------------------------------------
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from .testing import FakeExchange
+
+    jsonl = args.jsonl
+    if jsonl is None and not sys.stdout.isatty():
+        jsonl = "-"
+    symbols = ("BTCUSDT", "ETHUSDT")
+    async with (
+        FakeExchange(symbols=symbols, seed=args.seed) as fake,
+        trio.open_nursery() as nursery,
+    ):
+        ws_url, rest_url = await nursery.start(fake.serve)
+        log.info("simulated exchange on %s (REST %s)", ws_url, rest_url)
+        config = config_from_dict(
+            {
+                "venues": [
+                    {
+                        "exchange": "binance-usdm",
+                        "ws_url": ws_url,
+                        "rest_url": rest_url,
+                        "symbols": list(symbols),
+                        "channels": ["kline_1m", "aggTrade", "markPrice", "bookTicker", "depth"],
+                    }
+                ],
+                "reconnect": {"base_delay": 0.5, "max_delay": 5.0, "max_retries": 0},
+            },
+            source="demo",
+            environ={},
+        )
+        code = await _run(config, jsonl, args.duration, None)
+        nursery.cancel_scope.cancel()
+    return code
