@@ -13,8 +13,11 @@ frames; the figures are medians over the rounds, with the ratios printed.
 Clients:
 * ``bare-json``: ``open_websocket_url`` + ``json.loads`` per frame, nothing else;
 * ``bare-orjson``: the same with ``orjson.loads``;
-* ``trio-feed``: ``open_feed()`` with the Binance USD-M adapter (orjson parse, Decimal
-  prices, attrs events), fan-out to one ``feed.events()`` consumer.
+* ``bare-websockets``: websockets' Trio client + ``orjson.loads``;
+* ``feed-triows`` / ``feed-websockets``: ``open_feed()`` with the Binance USD-M adapter
+  (orjson parse, Decimal prices, attrs events) and fan-out to one ``feed.events()``
+  consumer, on the trio-websocket transport and on the default transport (websockets'
+  sans-IO protocol driven by our reader).
 """
 
 from __future__ import annotations
@@ -156,9 +159,33 @@ async def bare(url: str, count: int, loads: Any) -> float:
     return (received - 1) / (time.perf_counter() - start)
 
 
-async def feed(ws_url: str, count: int) -> float:
+async def bare_websockets(url: str, count: int) -> float:
+    from websockets.exceptions import ConnectionClosed as Closed
+    from websockets.trio.client import connect
+
+    received = 0
+    start = 0.0
+    async with connect(url, compression=None, max_size=1 << 22, ping_interval=None) as ws:
+        try:
+            while received < count:
+                msg = await ws.recv()
+                if received == 0:
+                    start = time.perf_counter()
+                orjson.loads(msg)
+                received += 1
+        except Closed:
+            pass
+    return (received - 1) / (time.perf_counter() - start)
+
+
+async def feed(ws_url: str, count: int, transport_name: str) -> float:
     from trio_feed import config_from_dict, open_feed
     from trio_feed.events import Kline, Trade
+    from trio_feed.runtime.transport import TrioWebsocketTransport, WebsocketsTransport
+
+    transport = (
+        WebsocketsTransport() if transport_name == "websockets" else TrioWebsocketTransport()
+    )
 
     def rest(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"serverTime": int(time.time() * 1000)})
@@ -181,7 +208,9 @@ async def feed(ws_url: str, count: int) -> float:
     )
     received = 0
     start = 0.0
-    async with open_feed(config, rest_transport=httpx.MockTransport(rest)) as f:
+    async with open_feed(
+        config, transport=transport, rest_transport=httpx.MockTransport(rest)
+    ) as f:
         async for event in f.events(max_buffer=count + 10):
             if event.__class__ is Trade or event.__class__ is Kline:
                 if received == 0:
@@ -206,7 +235,9 @@ def main() -> None:
     clients = {
         "bare-json": lambda: bare(base + "/market/stream", args.frames, json.loads),
         "bare-orjson": lambda: bare(base + "/market/stream", args.frames, orjson.loads),
-        "trio-feed": lambda: feed(base, args.frames),
+        "bare-websockets": lambda: bare_websockets(base + "/market/stream", args.frames),
+        "feed-triows": lambda: feed(base, args.frames, "trio-websocket"),
+        "feed-websockets": lambda: feed(base, args.frames, "websockets"),
     }
     results: dict[str, list[float]] = {name: [] for name in clients}
     for rnd in range(args.rounds):
@@ -219,8 +250,10 @@ def main() -> None:
     print(f"\n{args.frames:,} frames x {args.rounds} rounds, medians:")
     for name, rate in med.items():
         print(f"  {name:12s} {rate:10,.0f} frames/s")
-    print(f"  trio-feed / bare-json   = {med['trio-feed'] / med['bare-json']:.2f}")
-    print(f"  trio-feed / bare-orjson = {med['trio-feed'] / med['bare-orjson']:.2f}")
+    for feed_name in ("feed-triows", "feed-websockets"):
+        for bare_name in ("bare-json", "bare-orjson"):
+            ratio = med[feed_name] / med[bare_name]
+            print(f"  {feed_name} / {bare_name} = {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from trio_feed.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +18,7 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_check_config_prints_streams_per_connection(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(ROOT / "config" / "binance-usdm.toml")]) == 0
-    out, err = capsys.readouterr()
+    out, _err = capsys.readouterr()
     assert "valid" in out
     assert "binance-usdm/market/0  wss://fstream.binance.com/market/stream" in out
     assert "binance-usdm/public/1  wss://fstream.binance.com/public/stream" in out

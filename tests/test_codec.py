@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import orjson
-
 from trio_feed.codec import EVENT_TYPES, event_from_dict, event_to_dict, json_line
 from trio_feed.events import BookUpdate, Kline, StateChange, Trade
 

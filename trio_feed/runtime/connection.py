@@ -169,7 +169,8 @@ class ConnectionSupervisor:
     # ---- the backoff-restart loop ---------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled (the feed closes) or until the retry budget is spent (FAILED)."""
+        """Run until cancelled (the feed closes). A connection whose retry budget is spent
+        stays FAILED until then."""
         try:
             while True:
                 self._transition(ConnectionInput.CONNECT)
@@ -199,7 +200,9 @@ class ConnectionSupervisor:
                         ConnectionInput.GIVE_UP,
                         f"gave up after {self.settings.backoff.max_retries} retries",
                     )
-                    return
+                    # Stay FAILED (visible in status() and to health checks) until the feed
+                    # closes; returning would run the CLOSE transition below at once.
+                    await trio.sleep_forever()
                 self._transition(ConnectionInput.RETRY, f"next attempt in {delay:.2f} s")
                 self.stats.reconnects += 1
                 await trio.sleep(delay)
@@ -260,29 +263,32 @@ class ConnectionSupervisor:
     # ---- child tasks ----------------------------------------------------------------------
 
     async def _read(self, session: WebSocketSession) -> None:
-        # The per-frame hot path: keep every lookup local and do nothing that can wait.
-        receive = session.receive
+        # The per-frame hot path: one scheduler round-trip per batch of frames (everything
+        # one socket read held), local lookups, and nothing that can wait on a consumer.
+        receive_batch = session.receive_batch
         parse = self.adapter.parse
         deliver = self._deliver
         stats = self.stats
         current_time = trio.current_time
         while True:
-            frame = await receive()
-            stats.messages += 1
-            stats.bytes += len(frame)
+            frames = await receive_batch()
+            stats.messages += len(frames)
             stats.last_message_at = current_time()
-            try:
-                items = parse(frame)
-            except MalformedFrame as exc:
-                self._malformed(exc, frame)
-                continue
-            for item in items:
-                if isinstance(item, Control):
-                    self._on_control(item)
-                    items = [i for i in items if not isinstance(i, Control)]
-                    break
-            if items:
-                deliver(items)
+            out: list[ParsedItem] = []
+            for frame in frames:
+                stats.bytes += len(frame)
+                try:
+                    items = parse(frame)
+                except MalformedFrame as exc:
+                    self._malformed(exc, frame)
+                    continue
+                for item in items:
+                    if isinstance(item, Control):
+                        self._on_control(item)
+                    else:
+                        out.append(item)
+            if out:
+                deliver(out)
 
     def _malformed(self, exc: MalformedFrame, frame: str | bytes) -> None:
         self.stats.malformed += 1

@@ -40,7 +40,7 @@ from .fanout import EventHub, Subscription
 from .rest import RestClient, RestError
 from .sinks import SINK_MAX_BUFFER, Sink, check_sinks, make_sink
 from .status import ConnectionStatus, FeedStatus, VenueStatus
-from .transport import Connector, TcpConnector, Transport, TrioWebsocketTransport
+from .transport import Connector, TcpConnector, Transport, WebsocketsTransport
 
 __all__ = ["DEFAULT_MAX_BUFFER", "Feed", "open_feed"]
 
@@ -49,7 +49,8 @@ log = logging.getLogger("trio_feed.feed")
 #: Default bound of one ``feed.events()`` subscription.
 DEFAULT_MAX_BUFFER = 10_000
 #: How often each venue's clock offset is re-measured (weight 1 per call on Binance).
-SERVER_TIME_INTERVAL = 60.0
+#: Clocks drift by milliseconds per hour; five minutes keeps the offset fresh.
+SERVER_TIME_INTERVAL = 300.0
 #: Retry delay of a failed server-time reading.
 SERVER_TIME_RETRY = 5.0
 #: How long shutdown waits for sinks to write what they hold.
@@ -71,6 +72,7 @@ class _Venue:
         self.connections: list[ConnectionSupervisor] = []
         #: Order-book diffs parsed (they become ``book`` events once books are kept).
         self.depth_diffs = 0
+        self.has_depth = any(s.channel == "depth" for c in plan.connections for s in c.streams)
 
 
 class Feed:
@@ -144,8 +146,8 @@ class Feed:
         publish = self._hub.publish
 
         def deliver(items: list[ParsedItem]) -> None:
-            # Fast path: a frame is almost always one plain market event.
-            if len(items) == 1 and items[0].__class__ is not DepthDiff:
+            # Fast path: a batch holds no order-book diffs unless depth is subscribed.
+            if not venue.has_depth:
                 publish(items)  # type: ignore[arg-type]
                 return
             events: list[Event] = []
@@ -180,9 +182,10 @@ async def open_feed(
 
     Keyword arguments are seams for tests and embedding (all optional): ``connector``
     opens byte streams (default TCP/TLS; the fake exchange's ``connect`` in tests; a
-    mapping gives one per venue name), ``transport`` speaks WebSocket over them (default
-    trio-websocket), ``rest_transport`` is an httpx transport (or one per venue),
-    ``wall_clock`` the local clock in epoch ms, ``seed`` seeds the backoff jitter.
+    mapping gives one per venue name), ``transport`` speaks WebSocket over them
+    (default `WebsocketsTransport`; `TrioWebsocketTransport` is the other),
+    ``rest_transport`` is an httpx transport (or one per venue), ``wall_clock`` the
+    local clock in epoch ms, ``seed`` seeds the backoff jitter.
 
     Raises `~trio_feed.errors.ConfigError` before starting anything if the streams do not
     fit the connection pool.
@@ -191,7 +194,7 @@ async def open_feed(
     check_sinks(config.sinks)
     hub = EventHub()
     feed = Feed(config, hub)
-    transport = transport or TrioWebsocketTransport()
+    transport = transport or WebsocketsTransport()
     wall = wall_clock or _wall_ms
     seed_text = str(seed) if seed is not None else os.urandom(16).hex()
     # Subscribe sinks before anything runs, so they see every event from the first one.
