@@ -13,6 +13,7 @@ import trio.testing
 from trio_feed import Feed, Kline, SlowConsumer, StateChange, Trade
 from trio_feed.core.backoff import Backoff, BackoffPolicy
 from trio_feed.events import Event
+from trio_feed.runtime.transport import TrioWebsocketTransport, WebsocketsTransport
 from trio_feed.testing import FakeExchange
 
 from support import count_tasks, feed_on, make_config
@@ -388,3 +389,25 @@ async def test_a_day_of_random_faults_ends_healthy_with_nothing_lost_or_leaked(
         ]
         tickers: list[Any] = [e for e in rec.events if type(e).__name__ == "BookTicker"]
         assert tickers
+
+
+@pytest.mark.parametrize("transport", [WebsocketsTransport, TrioWebsocketTransport])
+async def test_both_transports_recover_from_drops_and_black_holes(
+    autojump_clock: trio.testing.MockClock, transport: type
+) -> None:
+    config = make_config(ping={"interval": 5.0, "timeout": 3.0})
+    async with FakeExchange(seed=15) as fake, trio.open_nursery() as nursery:
+        async with feed_on(fake, config, transport=transport()) as feed:
+            rec = Recorder(feed)
+            nursery.start_soon(rec.run)
+            await trio.sleep(10.3)
+            fake.drop_connections(route="market")
+            await trio.sleep(10.1)
+            fake.black_hole(route="public")
+            await trio.sleep(20.7)
+            status = feed.status()
+    assert [c.state for c in status.connections] == ["SUBSCRIBED", "SUBSCRIBED"]
+    assert [c.reconnects for c in status.connections] == [1, 1]
+    assert status.connections[1].last_error == "timed out"
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        assert_trades_match(rec, fake, symbol)
