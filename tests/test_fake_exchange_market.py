@@ -1,0 +1,352 @@
+"""Tests of the pure simulated market behind the fake exchange (`trio_feed.testing.market`)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from decimal import Decimal
+
+import pytest
+from trio_feed.testing import (
+    KLINE_INTERVALS,
+    AggTrade,
+    DepthStep,
+    FakeMarket,
+    KlineBar,
+    MarketEvent,
+    SymbolSpec,
+    kline_open_time,
+)
+
+START = 1_767_225_600_000  # 2026-01-01T00:00Z, a Thursday
+HOUR = 3_600_000
+
+
+def _history(market: FakeMarket) -> tuple[object, ...]:
+    out: list[object] = []
+    for symbol in market.symbols:
+        out.append(market.trades(symbol))
+        for interval in KLINE_INTERVALS:
+            out.append(market.klines(symbol, interval, include_open=True))
+        out.append(market.book(symbol))
+        out.append(market.mark_price(symbol))
+    return tuple(out)
+
+
+def _apply(book: dict[str, dict[Decimal, Decimal]], step: DepthStep) -> None:
+    for side, levels in (("bids", step.bids), ("asks", step.asks)):
+        for price, qty in levels:
+            if qty:
+                book[side][price] = qty
+            else:
+                book[side].pop(price, None)
+
+
+def _recompute(
+    trades: list[AggTrade], interval: str, first_open: int, last_open: int, start_price: Decimal
+) -> list[tuple[object, ...]]:
+    """Klines from trades alone, written independently of the market's bucket code."""
+    length = KLINE_INTERVALS[interval]
+    rows: list[tuple[object, ...]] = []
+    close = start_price
+    i = 0
+    open_time = first_open
+    while open_time <= last_open:
+        bucket = []
+        while i < len(trades) and trades[i].time < open_time + length:
+            bucket.append(trades[i])
+            i += 1
+        if bucket:
+            prices = [t.price for t in bucket]
+            row = (
+                open_time,
+                prices[0],
+                max(prices),
+                min(prices),
+                prices[-1],
+                sum((t.qty for t in bucket), Decimal(0)),
+                sum((t.price * t.qty for t in bucket), Decimal(0)),
+                sum(t.last_trade_id - t.first_trade_id + 1 for t in bucket),
+                sum((t.qty for t in bucket if not t.buyer_is_maker), Decimal(0)),
+                sum((t.price * t.qty for t in bucket if not t.buyer_is_maker), Decimal(0)),
+                bucket[0].first_trade_id,
+                bucket[-1].last_trade_id,
+            )
+            close = prices[-1]
+        else:
+            z = Decimal(0)
+            row = (open_time, close, close, close, close, z, z, 0, z, z, -1, -1)
+        rows.append(row)
+        open_time += length
+    return rows
+
+
+def _as_row(bar: KlineBar) -> tuple[object, ...]:
+    return (
+        bar.open_time,
+        bar.open,
+        bar.high,
+        bar.low,
+        bar.close,
+        bar.volume,
+        bar.quote_volume,
+        bar.trades,
+        bar.taker_buy_volume,
+        bar.taker_buy_quote_volume,
+        bar.first_trade_id,
+        bar.last_trade_id,
+    )
+
+
+def test_same_seed_same_history_and_different_seed_differs() -> None:
+    a, b, c = FakeMarket(seed=7), FakeMarket(seed=7), FakeMarket(seed=8)
+    for m in (a, b, c):
+        m.advance_to(START + 3 * 60_000)
+    assert _history(a) == _history(b)
+    assert a.trades("BTCUSDT") != c.trades("BTCUSDT")
+    assert a.book("BTCUSDT") != c.book("BTCUSDT")
+
+
+def test_history_does_not_depend_on_how_time_is_advanced() -> None:
+    coarse, fine = FakeMarket(seed=3, book_events=True), FakeMarket(seed=3, book_events=True)
+    coarse_events = coarse.advance_to(START + 5 * 60_000)
+    fine_events = []
+    for t in range(START + 37, START + 5 * 60_000 + 1, 37):
+        fine_events += fine.advance_to(t)
+    fine_events += fine.advance_to(START + 5 * 60_000)
+    assert coarse_events == fine_events
+    assert _history(coarse) == _history(fine)
+
+
+def test_lazy_book_equals_eager_book() -> None:
+    eager, lazy = FakeMarket(seed=5, book_events=True), FakeMarket(seed=5, book_events=False)
+    events = eager.advance_to(START + 2 * 60_000)
+    assert not any(isinstance(e, DepthStep) for e in lazy.advance_to(START + 2 * 60_000))
+    assert any(isinstance(e, DepthStep) for e in events)
+    for symbol in eager.symbols:
+        assert eager.book(symbol) == lazy.book(symbol)
+        assert eager.depth_steps(symbol) == lazy.depth_steps(symbol)
+        assert eager.best_quote(symbol) == lazy.best_quote(symbol)
+
+
+def test_events_are_in_time_order() -> None:
+    market = FakeMarket(seed=2, book_events=True)
+    events = market.advance_to(START + 3 * 60_000)
+
+    def when(e: MarketEvent) -> int:
+        return e.close_time + 1 if isinstance(e, KlineBar) else e.time
+
+    times = [when(e) for e in events]
+    assert times == sorted(times)
+    assert market.advance_to(START) == []  # going backwards is a no-op
+
+
+def test_agg_ids_and_trade_ids_increase_without_gaps() -> None:
+    market = FakeMarket(seed=11, trade_rate=5.0)
+    market.advance_to(START + 10 * 60_000)
+    trades = market.trades("ETHUSDT")
+    assert len(trades) > 2000
+    assert [t.agg_id for t in trades] == list(
+        range(trades[0].agg_id, trades[0].agg_id + len(trades))
+    )
+    assert trades[0].agg_id == market.first_agg_id("ETHUSDT")
+    for prev, cur in itertools.pairwise(trades):
+        assert cur.first_trade_id == prev.last_trade_id + 1
+        assert cur.time >= prev.time
+    assert all(t.last_trade_id >= t.first_trade_id for t in trades)
+    assert all(START < t.time <= START + 10 * 60_000 for t in trades)
+
+
+def test_prices_and_quantities_use_the_tick_and_step_decimals() -> None:
+    market = FakeMarket(
+        [
+            "BTCUSDT",
+            "ETHUSDT",
+            "SOLUSDT",
+            SymbolSpec("XYZUSDT", Decimal("5.0"), Decimal("0.5"), Decimal("1")),
+        ],
+        seed=1,
+    )
+    market.advance_to(START + 60_000)
+    exponents = {"BTCUSDT": (-2, -3), "ETHUSDT": (-2, -3), "SOLUSDT": (-3, -1), "XYZUSDT": (-1, 0)}
+    for symbol, (price_exp, qty_exp) in exponents.items():
+        trade = market.trades(symbol)[0]
+        assert trade.price.as_tuple().exponent == price_exp
+        assert trade.qty.as_tuple().exponent == qty_exp
+        assert trade.price % market.spec(symbol).tick_size == 0
+        bar = market.current_kline(symbol, "1m")
+        assert bar.quote_volume.as_tuple().exponent == price_exp + qty_exp
+    fresh = FakeMarket(seed=1).current_kline("BTCUSDT", "1m")
+    assert format(fresh.open, "f") == "60000.00" and format(fresh.volume, "f") == "0.000"
+    with pytest.raises(ValueError, match="multiple of tick_size"):
+        SymbolSpec("BADUSDT", Decimal("1.05"), Decimal("0.1"), Decimal("1"))
+
+
+@functools.cache
+def _nine_slow_days() -> tuple[FakeMarket, int]:
+    # A slow market: most minutes are empty, so empty buckets are exercised too.
+    market = FakeMarket(["BTCUSDT"], seed=4, trade_rate=0.01)
+    end = START + 9 * 24 * HOUR + 123_456
+    market.advance_to(end)
+    return market, end
+
+
+@pytest.mark.parametrize("interval", list(KLINE_INTERVALS))
+def test_klines_equal_a_recomputation_from_trades(interval: str) -> None:
+    market, end = _nine_slow_days()
+    closed = market.klines("BTCUSDT", interval)
+    current = market.current_kline("BTCUSDT", interval)
+    first_open = kline_open_time(START, interval)
+    assert current.open_time == kline_open_time(end, interval)
+    assert all(bar.closed for bar in closed) and not current.closed
+    expected = _recompute(
+        market.trades("BTCUSDT"), interval, first_open, current.open_time, Decimal("60000.00")
+    )
+    assert [_as_row(b) for b in [*closed, current]] == expected
+    for bar in closed:
+        assert bar.close_time == bar.open_time + KLINE_INTERVALS[interval] - 1
+
+
+def test_empty_buckets_repeat_the_previous_close() -> None:
+    market = FakeMarket(["ETHUSDT"], seed=9, trade_rate=0.005)
+    market.advance_to(START + 2 * HOUR)
+    bars = market.klines("ETHUSDT", "1m")
+    assert len(bars) == 120
+    empty = [(prev, bar) for prev, bar in itertools.pairwise(bars) if bar.trades == 0]
+    assert len(empty) > 60
+    for prev, bar in empty:
+        assert bar.open == bar.high == bar.low == bar.close == prev.close
+        assert bar.volume == bar.quote_volume == 0
+        assert bar.first_trade_id == bar.last_trade_id == -1
+
+
+def test_kline_alignment() -> None:
+    assert kline_open_time(START + 61_000, "1m") == START + 60_000
+    assert kline_open_time(START, "1d") == START
+    # 2026-01-01 is a Thursday: its weekly kline opened on Monday 2025-12-29.
+    assert kline_open_time(START, "1w") == START - 3 * 24 * HOUR
+    assert kline_open_time(START + 5 * HOUR, "4h") == START + 4 * HOUR
+
+
+def test_trade_and_kline_selection() -> None:
+    market = FakeMarket(["BTCUSDT"], seed=6, trade_rate=1.0)
+    market.advance_to(START + 30 * 60_000)
+    trades = market.trades("BTCUSDT")
+    first = trades[0].agg_id
+    assert market.trades("BTCUSDT", from_id=first + 10, limit=5) == trades[10:15]
+    assert market.trades("BTCUSDT", limit=3) == trades[-3:]
+    t0, t1 = trades[20].time, trades[40].time
+    in_window = [t for t in trades if t0 <= t.time <= t1]
+    assert market.trades("BTCUSDT", start_time=t0, end_time=t1) == in_window
+    assert market.trades("BTCUSDT", start_time=t0, limit=2) == in_window[:2]
+    assert market.trades("BTCUSDT", from_id=first + 10**9) == []
+
+    bars = market.klines("BTCUSDT", "1m", include_open=True)
+    assert len(bars) == 31 and not bars[-1].closed
+    assert market.klines("BTCUSDT", "1m", limit=2, include_open=True) == bars[-2:]
+    assert market.klines("BTCUSDT", "1m", limit=2) == bars[-3:-1]
+    t = bars[5].open_time
+    assert market.klines("BTCUSDT", "1m", start_time=t, limit=3) == bars[5:8]
+    assert (
+        market.klines("BTCUSDT", "1m", start_time=t + 1, end_time=bars[9].open_time) == bars[6:10]
+    )
+    assert market.klines("BTCUSDT", "1m", start_time=bars[-1].open_time, include_open=True) == [
+        bars[-1]
+    ]
+
+
+def test_book_is_consistent_with_the_last_trade() -> None:
+    market = FakeMarket(seed=12, trade_rate=3.0, book_events=True)
+    for minute in range(1, 11):
+        market.advance_to(START + minute * 60_000)
+        for symbol in market.symbols:
+            book = market.book(symbol)
+            assert 0 < len(book.bids) <= market.book_levels
+            assert 0 < len(book.asks) <= market.book_levels
+            best_bid, best_ask = book.bids[0][0], book.asks[0][0]
+            assert best_bid < market.last_price(symbol) < best_ask
+            assert [p for p, _ in book.bids] == sorted((p for p, _ in book.bids), reverse=True)
+            assert all(q > 0 for _, q in book.bids + book.asks)
+            quote = market.best_quote(symbol)
+            assert (quote.bid_price, quote.ask_price) == (best_bid, best_ask)
+
+
+def test_depth_steps_chain_their_update_ids() -> None:
+    market = FakeMarket(seed=13, depth_step_ms=100)
+    market.advance_to(START + 60_000)
+    opening, *steps = market.depth_steps("BTCUSDT")
+    # The opening book is the first step; then one step every 100 ms.
+    assert opening.time == START and len(opening.bids) == len(opening.asks) == 200
+    assert len(steps) == 600
+    for prev, cur in zip([opening, *steps], steps, strict=False):
+        assert cur.first_update_id == prev.last_update_id + 1
+        assert cur.prev_update_id == prev.last_update_id
+        changes = len(cur.bids) + len(cur.asks)
+        assert cur.last_update_id == cur.first_update_id + changes - 1
+        assert cur.time == prev.time + 100 or prev is opening
+    assert market.last_update_id("BTCUSDT") == steps[-1].last_update_id
+    assert market.published_update_id("BTCUSDT") == steps[-2].last_update_id
+
+
+def test_snapshot_plus_following_diffs_reproduce_the_book() -> None:
+    market = FakeMarket(seed=14, trade_rate=4.0)
+    market.advance_to(START + 12_345)
+    snapshot = market.book("ETHUSDT")
+    book = {"bids": dict(snapshot.bids), "asks": dict(snapshot.asks)}
+    last = snapshot.last_update_id
+    market.advance_to(START + 70_000)
+    for step in market.depth_steps("ETHUSDT"):
+        if step.last_update_id <= last:
+            continue
+        assert step.prev_update_id == last
+        _apply(book, step)
+        last = step.last_update_id
+    now = market.book("ETHUSDT")
+    assert dict(now.bids) == book["bids"] and dict(now.asks) == book["asks"]
+
+    # The same through merged diffs (what a diff stream sends).
+    merged = {"bids": dict(snapshot.bids), "asks": dict(snapshot.asks)}
+    diff = market.depth_diff("ETHUSDT", snapshot.last_update_id, now.last_update_id)
+    assert diff is not None and diff.first_update_id == snapshot.last_update_id + 1
+    _apply(merged, diff)
+    assert merged == book
+    assert market.depth_diff("ETHUSDT", now.last_update_id, now.last_update_id) is None
+    with pytest.raises(LookupError):
+        market.depth_diff("ETHUSDT", snapshot.last_update_id + 1, now.last_update_id)
+
+
+def test_mark_price() -> None:
+    market = FakeMarket(seed=1, trade_rate=0.1)
+    market.advance_to(START + 9 * HOUR + 1)
+    mark = market.mark_price("BTCUSDT")
+    assert mark.next_funding_time == START + 16 * HOUR
+    assert format(mark.mark_price, "f").endswith("0" * 6)
+    assert mark.mark_price.as_tuple().exponent == -8
+    assert abs(mark.mark_price - market.last_price("BTCUSDT")) <= Decimal("0.30")
+    assert mark.funding_rate.as_tuple().exponent == -8
+    assert market.mark_price("BTCUSDT") == mark  # pure function of (seed, symbol, second)
+
+
+def test_a_slow_day_stays_small_and_quick() -> None:
+    market = FakeMarket(seed=21, trade_rate=0.1, book_events=False)
+    market.advance_to(START + 24 * HOUR)
+    assert len(market.klines("BTCUSDT", "1m")) == 1440
+    assert len(market.klines("BTCUSDT", "1d")) == 1
+    assert 7000 < market.trade_count("BTCUSDT") < 10_000
+
+
+def test_only_recent_depth_steps_are_retained() -> None:
+    market = FakeMarket(seed=21, depth_history=50)
+    market.advance_to(START + 10_000)
+    steps = market.depth_steps("BTCUSDT")
+    assert len(steps) == 50
+    assert steps[-1].last_update_id == market.last_update_id("BTCUSDT")
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        FakeMarket(["BTCUSDT", "BTCUSDT"])
+    with pytest.raises(ValueError, match="upper-case"):
+        SymbolSpec("btcusdt", Decimal(1), Decimal(1), Decimal(1))
+    with pytest.raises(KeyError):
+        FakeMarket().trades("NOPE")

@@ -1,0 +1,64 @@
+"""Testing tools: an in-process Binance USD-M exchange simulator, like `trio.testing`.
+
+`FakeExchange` speaks the real wire protocol (trio-websocket over memory streams or a loopback
+TCP port; REST through an httpx transport or HTTP/1.1), driven by `FakeMarket`, a seeded,
+deterministic market whose history (`FakeMarket.trades`, `FakeMarket.klines`,
+`FakeMarket.depth_steps`, ...) is the truth to compare a feed's output with. Use it to test a
+feed, or your own strategy, in virtual time::
+
+    import httpx, trio
+    from trio_websocket import wrap_client_stream
+    from trio_feed.testing import FakeExchange
+
+    async def test_my_strategy(autojump_clock):
+        async with FakeExchange(seed=1) as fake, trio.open_nursery() as nursery:
+            path = "/market/stream?streams=btcusdt@aggTrade/btcusdt@kline_1m"
+            stream = await fake.connect("wss://fstream.binance.com" + path)
+            ws = await wrap_client_stream(nursery, stream, "fstream.binance.com", path)
+            frame = await ws.get_message()   # '{"stream":"btcusdt@kline_1m","data":{...}}'
+            async with httpx.AsyncClient(transport=fake.rest_transport,
+                                         base_url="https://fapi.binance.com") as rest:
+                bars = (await rest.get("/fapi/v1/klines?symbol=BTCUSDT&interval=1m")).json()
+            fake.drop_connections()          # and many more faults: see FakeExchange
+            nursery.cancel_scope.cancel()
+
+Modules: `records` (what the market publishes), `market` (the simulation), `wire` (Binance
+stream names and payloads), `rest` (the REST API), `http` (the loopback HTTP server) and
+`exchange` (the Trio shell).
+"""
+
+from .exchange import ConnectionRecord as ConnectionRecord
+from .exchange import FakeExchange as FakeExchange
+from .market import FakeMarket as FakeMarket
+from .records import KLINE_INTERVALS as KLINE_INTERVALS
+from .records import AggTrade as AggTrade
+from .records import BestQuote as BestQuote
+from .records import BookSnapshot as BookSnapshot
+from .records import DepthStep as DepthStep
+from .records import KlineBar as KlineBar
+from .records import MarketEvent as MarketEvent
+from .records import MarkSnapshot as MarkSnapshot
+from .records import SymbolSpec as SymbolSpec
+from .records import kline_open_time as kline_open_time
+from .rest import FakeRestApi as FakeRestApi
+from .rest import RestRequestRecord as RestRequestRecord
+from .rest import RestResponse as RestResponse
+
+__all__ = [
+    "KLINE_INTERVALS",
+    "AggTrade",
+    "BestQuote",
+    "BookSnapshot",
+    "ConnectionRecord",
+    "DepthStep",
+    "FakeExchange",
+    "FakeMarket",
+    "FakeRestApi",
+    "KlineBar",
+    "MarkSnapshot",
+    "MarketEvent",
+    "RestRequestRecord",
+    "RestResponse",
+    "SymbolSpec",
+    "kline_open_time",
+]

@@ -1,0 +1,164 @@
+"""The simulated order book of one symbol, in integer ticks and lot steps.
+
+`BookSim` keeps both sides (``book_levels`` levels each around the last trade price), changes
+them one *step* at a time and keeps the recent steps, each covering a contiguous range of
+update ids (one id per level change), so that any range of them can be merged into a diff.
+`FakeMarket` turns its integers into `decimal.Decimal` records.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_left, bisect_right, insort
+from collections import deque
+
+from attrs import define
+
+__all__ = ["BookSim", "Step", "random_qty"]
+
+
+def random_qty(rng: random.Random) -> int:
+    """A level quantity, 1 to 1000 lot steps."""
+    # rng.random() rather than randint: the book step is the hot path of a long run.
+    return int(rng.random() * 1000) + 1
+
+
+@define(slots=True)
+class Step:
+    """One book change: update ids ``first_id``..``last_id``, new quantity per price."""
+
+    first_id: int
+    last_id: int
+    time: int
+    bids: dict[int, int]
+    asks: dict[int, int]
+
+
+class _Side:
+    """One side of the book: quantity by price plus the prices kept sorted ascending."""
+
+    __slots__ = ("prices", "qty")
+
+    def __init__(self) -> None:
+        self.qty: dict[int, int] = {}
+        self.prices: list[int] = []
+
+    def set(self, price: int, qty: int) -> None:
+        if qty:
+            if price not in self.qty:
+                insort(self.prices, price)
+            self.qty[price] = qty
+        elif price in self.qty:
+            del self.qty[price]
+            del self.prices[bisect_left(self.prices, price)]
+
+    def trim(self, keep: int, *, from_low: bool, changes: dict[int, int]) -> None:
+        """Drop the levels farthest from the touch beyond ``keep``, noting them in ``changes``."""
+        excess = len(self.prices) - keep
+        if excess <= 0:
+            return
+        far = self.prices[:excess] if from_low else self.prices[-excess:]
+        for p in far:
+            changes[p] = 0
+            del self.qty[p]
+        if from_low:
+            del self.prices[:excess]
+        else:
+            del self.prices[-excess:]
+
+
+class BookSim:
+    """The book of one symbol (see the module docstring).
+
+    The opening book, ``levels`` levels each side of ``price``, is itself the first step, so
+    that even before the first change the diff streams can be a step behind a snapshot.
+    """
+
+    def __init__(
+        self, price: int, time: int, *, levels: int, history: int, base_id: int, rng: random.Random
+    ) -> None:
+        self.levels = levels
+        self.bids = _Side()
+        self.asks = _Side()
+        for k in range(1, levels + 1):
+            self.bids.set(price - k, random_qty(rng))
+            self.asks.set(price + k, random_qty(rng))
+        n = len(self.bids.qty) + len(self.asks.qty)
+        opening = Step(base_id + 1, base_id + n, time, dict(self.bids.qty), dict(self.asks.qty))
+        self.steps: deque[Step] = deque([opening], maxlen=history)
+        self.last_update_id = opening.last_id
+        self.time = time
+
+    def step(self, time: int, price: int, rng: random.Random) -> Step:
+        """Change the book at ``time`` given the last trade ``price``; returns the step."""
+        bids, asks = self.bids, self.asks
+        bid_changes: dict[int, int] = {}
+        ask_changes: dict[int, int] = {}
+        # Keep the book consistent with the last trade: every bid below it, every ask above.
+        for p in bids.prices[bisect_left(bids.prices, price) :]:
+            bid_changes[p] = 0
+        for p in asks.prices[: bisect_right(asks.prices, price)]:
+            ask_changes[p] = 0
+        if price - 1 not in bids.qty:
+            bid_changes[price - 1] = random_qty(rng)
+        if price + 1 not in asks.qty:
+            ask_changes[price + 1] = random_qty(rng)
+        # A few random changes, mostly near the touch; some remove a level (possibly one that
+        # is not there, which the exchange also does and clients must ignore).
+        for _ in range(1 + int(rng.random() * 4)):
+            r = rng.random()
+            offset = 1 + min(int(rng.expovariate(0.05)), self.levels - 1)
+            qty = 0 if rng.random() < 0.25 else random_qty(rng)
+            if r < 0.5:
+                bid_changes[price - offset] = qty
+            else:
+                ask_changes[price + offset] = qty
+        for p, q in bid_changes.items():
+            bids.set(p, q)
+        for p, q in ask_changes.items():
+            asks.set(p, q)
+        bids.trim(self.levels, from_low=True, changes=bid_changes)
+        asks.trim(self.levels, from_low=False, changes=ask_changes)
+        n = len(bid_changes) + len(ask_changes)
+        step = Step(
+            self.last_update_id + 1, self.last_update_id + n, time, bid_changes, ask_changes
+        )
+        self.last_update_id = step.last_id
+        self.time = time
+        self.steps.append(step)
+        return step
+
+    def best(self) -> tuple[int, int, int, int]:
+        """(best bid, its qty, best ask, its qty); zeros for an empty side."""
+        bid = self.bids.prices[-1] if self.bids.prices else 0
+        ask = self.asks.prices[0] if self.asks.prices else 0
+        return bid, self.bids.qty.get(bid, 0), ask, self.asks.qty.get(ask, 0)
+
+    def published_id(self) -> int:
+        """The last update id of all steps but the newest (see
+        `FakeMarket.published_update_id`)."""
+        if len(self.steps) >= 2:
+            return self.steps[-2].last_id
+        return self.steps[0].first_id - 1
+
+    def merged(self, after_id: int, up_to_id: int) -> tuple[dict[int, int], dict[int, int], int]:
+        """Bid and ask changes of updates ``after_id + 1``..``up_to_id`` merged (later changes
+        win), and the time of the last step. Both ids must be retained step boundaries."""
+        # The wanted steps are almost always the newest few: walk back from the end.
+        chunk: list[Step] = []
+        for step in reversed(self.steps):
+            if step.last_id <= after_id:
+                break
+            if step.last_id <= up_to_id:
+                chunk.append(step)
+        chunk.reverse()
+        if not chunk or chunk[0].first_id != after_id + 1 or chunk[-1].last_id != up_to_id:
+            raise LookupError(
+                f"updates {after_id + 1}..{up_to_id} are not retained step boundaries"
+            )
+        bids: dict[int, int] = {}
+        asks: dict[int, int] = {}
+        for step in chunk:
+            bids.update(step.bids)
+            asks.update(step.asks)
+        return bids, asks, chunk[-1].time
