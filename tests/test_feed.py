@@ -339,7 +339,7 @@ async def test_a_day_of_random_faults_ends_healthy_with_nothing_lost_or_leaked(
     config = make_config(
         channels=["aggTrade", "kline_1m", "bookTicker"],
         reconnect={"max_retries": 0, "max_delay": 30.0},
-        ping={"interval": 20.0, "timeout": 10.0},
+        ping={"interval": 60.0, "timeout": 10.0},
     )
     faults: list[str] = []
     # A quiet market (frames pushed every 10 s, a trade every ~30 s, the book moving every
