@@ -632,8 +632,7 @@ def test_unknown_channel_names_channel_index_and_venue() -> None:
     text = VENUE.replace('"depth"]', '"klines_1m"]')
     line = only_problem(text)
     assert line == (
-        "venues[0].channels[2]: "
-        + FakeUsdm().check_channel("klines_1m")  # type: ignore[operator]
+        "venues[0].channels[2]: " + FakeUsdm().check_channel("klines_1m")  # type: ignore[operator]
     )
 
 
