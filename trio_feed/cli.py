@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,11 +82,7 @@ def _seconds(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-feed`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    _setup_logging(args.log_level)
     try:
         if args.command == "check-config":
             return _check_config(args)
@@ -99,6 +97,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(exc)
         return EXIT_USAGE
     raise AssertionError(args.command)  # pragma: no cover - argparse guarantees a command
+
+
+#: The terminal console on stderr, shared by the live view and the log handler so that log
+#: lines print above the live table instead of through it. None when stderr is no terminal.
+_tty_console: Console | None = None
+
+
+def _setup_logging(level: str) -> None:
+    global _tty_console
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        _tty_console = Console(stderr=True)
+        handler = RichHandler(console=_tty_console, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level))
+    # httpx logs every request at INFO; our own REST client reports what matters.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def _print_problems(exc: ConfigError) -> None:
@@ -146,28 +168,42 @@ def _check_config(args: argparse.Namespace) -> int:
 # ---- run ----------------------------------------------------------------------------------
 
 
+class _RunOutcome:
+    """What the output side saw, for the exit code."""
+
+    def __init__(self, stopper: trio.CancelScope) -> None:
+        self.stopper = stopper
+        self.slow: list[SlowConsumer] = []
+
+
 async def _run(
     config: FeedConfig,
     jsonl: str | None,
     duration: float | None,
     feed_options: dict[str, Any] | None,
 ) -> int:
-    """Run the feed until a signal or ``duration``; flush output; return the exit code."""
-    show_view = jsonl != "-" and sys.stdout.isatty()
-    failures: list[SlowConsumer] = []
+    """Run the feed until a signal, ``duration``, or the output closing; flush output;
+    return the exit code."""
+    # The live view draws on stderr (it is not data): on a terminal, unless JSON lines go to
+    # that same terminal.
+    show_view = _tty_console is not None and not (jsonl == "-" and sys.stdout.isatty())
+    stopper = trio.CancelScope()
+    if duration is not None:
+        stopper.deadline = trio.current_time() + duration
+    outcome = _RunOutcome(stopper)
     async with trio.open_nursery() as outer, open_feed(config, **(feed_options or {})) as feed:
         if jsonl is not None:
             sub = feed.events(max_buffer=SINK_MAX_BUFFER)
-            outer.start_soon(_write_jsonl_task, sub, jsonl, failures, name="jsonl writer")
+            outer.start_soon(_write_jsonl_task, sub, jsonl, outcome, name="jsonl writer")
         async with trio.open_nursery() as inner:
             if show_view:
                 inner.start_soon(_view_task, feed)
-            with trio.move_on_after(duration if duration is not None else math.inf):
+            with stopper:
                 await _wait_for_stop_signal()
             inner.cancel_scope.cancel()
         log.info("stopping")
         # Leaving open_feed closed the subscription; the writer drains it and returns.
-    return EXIT_FAILURE if failures else EXIT_OK
+    return EXIT_FAILURE if outcome.slow else EXIT_OK
 
 
 async def _wait_for_stop_signal() -> None:
@@ -180,15 +216,23 @@ async def _wait_for_stop_signal() -> None:
 async def _view_task(feed: Feed) -> None:
     from .view import live_view
 
-    await live_view(feed, Console(file=sys.stdout))
+    assert _tty_console is not None
+    await live_view(feed, _tty_console)
 
 
-async def _write_jsonl_task(sub: Subscription, path: str, failures: list[SlowConsumer]) -> None:
+async def _write_jsonl_task(sub: Subscription, path: str, outcome: _RunOutcome) -> None:
     try:
         await JsonlSink(path).run(sub)
     except SlowConsumer as exc:
-        failures.append(exc)
+        outcome.slow.append(exc)
         log.error("output could not keep up with the feed: %s", exc)
+    except BrokenPipeError:
+        # The reader of our output went away (`trio-feed run --jsonl - | head`): stop
+        # quietly, as Unix tools do, and keep Python from complaining at exit.
+        log.info("output closed by its reader; stopping")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        outcome.stopper.cancel()
 
 
 # ---- demo ---------------------------------------------------------------------------------
@@ -201,8 +245,10 @@ async def _demo(args: argparse.Namespace) -> int:
     if jsonl is None and not sys.stdout.isatty():
         jsonl = "-"
     symbols = ("BTCUSDT", "ETHUSDT")
+    # The simulated market starts now, so exchange time and local time agree.
+    start_ms = time.time_ns() // 1_000_000
     async with (
-        FakeExchange(symbols=symbols, seed=args.seed) as fake,
+        FakeExchange(symbols=symbols, seed=args.seed, start_time_ms=start_ms) as fake,
         trio.open_nursery() as nursery,
     ):
         ws_url, rest_url = await nursery.start(fake.serve)
