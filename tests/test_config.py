@@ -842,3 +842,37 @@ def test_direct_construction_is_validated() -> None:
     with pytest.raises(ValueError, match="only for jsonl"):
         SinkConfig(kind="sqlite", path="-")
     assert SinkConfig(kind="jsonl", path="-").path == "-"
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        "http://user:s3cret@127.0.0.1",
+        "ftp://user:s3cret@host:1",
+        "http://user:s3cret@host:notaport",
+        "http://user:s3cret@host:1/?q=1",
+        "http://user:s3cret @host:1",
+    ],
+)
+def test_proxy_passwords_never_appear_in_messages(proxy: str) -> None:
+    data = {
+        "venues": [
+            {"exchange": "binance-usdm", "symbols": ["A"], "channels": ["aggTrade"], "proxy": proxy}
+        ]
+    }
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, environ={})
+    with pytest.raises(ConfigError) as from_env:
+        config_from_dict({"venues": data["venues"][:1]}, environ={"TRIO_FEED_PROXY": proxy})
+    for exc in (info.value, from_env.value):
+        assert "s3cret" not in str(exc)
+        assert "user:***@" in str(exc)
+
+
+def test_redact_url() -> None:
+    from trio_feed.config import redact_url
+
+    assert redact_url("socks5://u:p@h:1") == "socks5://u:***@h:1"
+    assert redact_url("http://u@h:1") == "http://u@h:1"
+    assert redact_url("http://h:1/a@b") == "http://h:1/a@b"
+    assert redact_url("wss://x.test") == "wss://x.test"

@@ -378,6 +378,7 @@ async def test_a_day_of_random_faults_ends_healthy_with_nothing_lost_or_leaked(
         assert count_tasks() == baseline
         assert fake.live_connections == []
     assert len(set(faults)) == 5 and len(faults) > 30
+    assert fake.incoming_limit_violations == 0  # never more than 10 messages a second
     assert [c.state for c in status.connections] == ["SUBSCRIBED", "SUBSCRIBED"]
     assert sum(c.reconnects for c in status.connections) >= len(faults) - faults.count("malformed")
     for symbol in ("BTCUSDT", "ETHUSDT"):

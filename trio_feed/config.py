@@ -140,25 +140,45 @@ _PROXY_URL = _UrlKind(
 )
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    scheme_end = url.find("://")
+    if scheme_end == -1:
+        return url
+    start = scheme_end + 3
+    end = len(url)
+    for stop in "/?#":
+        found = url.find(stop, start)
+        if found != -1:
+            end = min(end, found)
+    at = url.rfind("@", start, end)
+    if at == -1:
+        return url
+    user, sep, _password = url[start:at].partition(":")
+    return f"{url[:start]}{user}{':***' if sep else ''}{url[at:]}"
+
+
 def _url_problem(value: object, kind: _UrlKind) -> str | None:
     if not isinstance(value, str):
         return f"expected a string, got {_show(value)}"
+    # Proxy URLs carry credentials: never echo a password.
+    shown = repr(redact_url(value))
     if any(c.isspace() for c in value):
-        return f"{value!r} must not contain whitespace"
+        return f"{shown} must not contain whitespace"
     try:
         parts = urlsplit(value)
         port = parts.port  # parsed lazily: a bad port raises only here
     except ValueError:
-        return f"{value!r} is not a valid URL"
+        return f"{shown} is not a valid URL"
     if parts.scheme.lower() not in kind.schemes:
-        return f"{value!r} is not {kind.phrase}"
+        return f"{shown} is not {kind.phrase}"
     if not parts.hostname:
-        return f"{value!r} has no host"
+        return f"{shown} has no host"
     if kind.need_port and port is None:
-        return f"{value!r} has no port"
+        return f"{shown} has no port"
     # Adapters append a path (and Binance a query) to the base URL.
     if parts.query or parts.fragment:
-        return f"{value!r} must not have a query or fragment"
+        return f"{shown} must not have a query or fragment"
     return None
 
 
