@@ -96,13 +96,7 @@ class Subscription:
                 await trio.lowlevel.checkpoint_if_cancelled()
             if buffer:  # a checkpoint may have let close() run
                 return buffer.popleft()
-        while not buffer:
-            if self._overflowed:
-                raise SlowConsumer(self.max_buffer, self.dropped)
-            if self._closed:
-                raise StopAsyncIteration
-            self._wakeup = wakeup = trio.Event()
-            await wakeup.wait()
+        await self.receive_wait()
         self._since_yield = 0
         return buffer.popleft()
 
