@@ -275,6 +275,7 @@ class ConnectionSupervisor:
             stats.messages += len(frames)
             stats.last_message_at = current_time()
             out: list[ParsedItem] = []
+            ending: Exception | None = None
             for frame in frames:
                 stats.bytes += len(frame)
                 try:
@@ -283,12 +284,19 @@ class ConnectionSupervisor:
                     self._malformed(exc, frame)
                     continue
                 for item in items:
-                    if isinstance(item, Control):
-                        self._on_control(item)
-                    else:
+                    if not isinstance(item, Control):
                         out.append(item)
+                        continue
+                    try:
+                        self._on_control(item)
+                    except (_PeerAskedToReconnect, _SubscribeRejected) as exc:
+                        # End the session, but only after delivering the whole batch:
+                        # what arrived is valid data and must not be lost.
+                        ending = ending or exc
             if out:
                 deliver(out)
+            if ending is not None:
+                raise ending
 
     def _malformed(self, exc: MalformedFrame, frame: str | bytes) -> None:
         self.stats.malformed += 1
