@@ -412,3 +412,76 @@ async def test_both_transports_recover_from_drops_and_black_holes(
     assert status.connections[1].last_error == "timed out"
     for symbol in ("BTCUSDT", "ETHUSDT"):
         assert_trades_match(rec, fake, symbol)
+
+
+@pytest.fixture
+def subscribing_venue(monkeypatch: pytest.MonkeyPatch) -> str:
+    import trio_feed.venues
+
+    name = "binance-usdm-subscribing"
+    builtin = {**trio_feed.venues._BUILTIN, name: "subscribing_venue:SubscribeAfterConnectAdapter"}
+    monkeypatch.setattr(trio_feed.venues, "_BUILTIN", builtin)
+    return name
+
+
+def venue_config(exchange: str, **sections: Any) -> Any:
+    from trio_feed import config_from_dict
+
+    return config_from_dict(
+        {
+            "venues": [
+                {
+                    "exchange": exchange,
+                    "ws_url": "wss://fake-exchange.test",
+                    "rest_url": "https://fake-exchange.test",
+                    "symbols": ["BTCUSDT", "ETHUSDT"],
+                    "channels": ["aggTrade", "kline_1m"],
+                }
+            ],
+            **sections,
+        },
+        environ={},
+    )
+
+
+async def test_subscribe_after_connect_waits_for_every_acknowledgement(
+    autojump_clock: trio.testing.MockClock, subscribing_venue: str
+) -> None:
+    conn_id = f"{subscribing_venue}/market/0"
+    async with FakeExchange(seed=16, rest_latency=0.3) as fake, trio.open_nursery() as nursery:
+        async with feed_on(fake, venue_config(subscribing_venue)) as feed:
+            rec = Recorder(feed)
+            nursery.start_soon(rec.run)
+            await trio.sleep(20.3)
+            fake.drop_connections(route="market")
+            await trio.sleep(20.1)
+            status = feed.status()
+    records = [c for c in fake.connections if c.route == "market"]
+    assert [r.path for r in records] == ["/market/ws", "/market/ws"]
+    # Four SUBSCRIBE requests per connection, each acknowledged before SUBSCRIBED.
+    for record in records:
+        subscribes = [m for m in record.control_messages if '"SUBSCRIBE"' in m]
+        assert len(subscribes) == 4
+        assert sorted(record.streams) == sorted(status.connections[0].streams)
+    assert [s.state for s in rec.states(conn_id)][:3] == ["CONNECTING", "CONNECTED", "SUBSCRIBED"]
+    assert status.connections[0].state == "SUBSCRIBED"
+    assert_trades_match(rec, fake, "BTCUSDT")
+
+
+async def test_a_rejected_subscription_is_a_failed_attempt_not_a_silent_gap(
+    autojump_clock: trio.testing.MockClock, subscribing_venue: str
+) -> None:
+    conn_id = f"{subscribing_venue}/market/0"
+    config = venue_config(subscribing_venue, reconnect={"max_retries": 2, "jitter_ratio": 0.0})
+    # The venue accepts at most 2 streams per connection: the third SUBSCRIBE is refused.
+    async with FakeExchange(seed=17, max_streams_per_connection=2) as fake:
+        async with trio.open_nursery() as nursery, feed_on(fake, config) as feed:
+            rec = Recorder(feed)
+            nursery.start_soon(rec.run)
+            await trio.sleep(30.3)
+            status = feed.status()
+            nursery.cancel_scope.cancel()
+    assert "SUBSCRIBED" not in [s.state for s in rec.states(conn_id)]
+    assert status.connections[0].state == "FAILED"
+    assert "venue rejected subscribing" in (status.connections[0].last_error or "")
+    assert "too many streams" in (status.connections[0].last_error or "")
