@@ -18,13 +18,15 @@ FAKE_REST = "https://fake-exchange.test"
 def make_config(
     symbols: Sequence[str] = ("BTCUSDT", "ETHUSDT"),
     channels: Sequence[str] = ("aggTrade", "kline_1m", "bookTicker"),
+    exchange: str = "binance-usdm",
     **sections: Any,
 ) -> FeedConfig:
-    """A one-venue Binance USD-M config pointed at the fake, with ``sections`` merged in."""
+    """A one-venue config (Binance USD-M by default) pointed at the fake, with ``sections``
+    merged in."""
     data: dict[str, Any] = {
         "venues": [
             {
-                "exchange": "binance-usdm",
+                "exchange": exchange,
                 "ws_url": FAKE_WS,
                 "rest_url": FAKE_REST,
                 "symbols": list(symbols),

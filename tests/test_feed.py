@@ -414,6 +414,9 @@ async def test_both_transports_recover_from_drops_and_black_holes(
         assert_trades_match(rec, fake, symbol)
 
 
+SUBSCRIBING_CHANNELS = ("aggTrade", "kline_1m")
+
+
 @pytest.fixture
 def subscribing_venue(monkeypatch: pytest.MonkeyPatch) -> str:
     import trio_feed.venues
@@ -424,32 +427,13 @@ def subscribing_venue(monkeypatch: pytest.MonkeyPatch) -> str:
     return name
 
 
-def venue_config(exchange: str, **sections: Any) -> Any:
-    from trio_feed import config_from_dict
-
-    return config_from_dict(
-        {
-            "venues": [
-                {
-                    "exchange": exchange,
-                    "ws_url": "wss://fake-exchange.test",
-                    "rest_url": "https://fake-exchange.test",
-                    "symbols": ["BTCUSDT", "ETHUSDT"],
-                    "channels": ["aggTrade", "kline_1m"],
-                }
-            ],
-            **sections,
-        },
-        environ={},
-    )
-
-
 async def test_subscribe_after_connect_waits_for_every_acknowledgement(
     autojump_clock: trio.testing.MockClock, subscribing_venue: str
 ) -> None:
     conn_id = f"{subscribing_venue}/market/0"
+    config = make_config(channels=SUBSCRIBING_CHANNELS, exchange=subscribing_venue)
     async with FakeExchange(seed=16, rest_latency=0.3) as fake, trio.open_nursery() as nursery:
-        async with feed_on(fake, venue_config(subscribing_venue)) as feed:
+        async with feed_on(fake, config) as feed:
             rec = Recorder(feed)
             nursery.start_soon(rec.run)
             await trio.sleep(20.3)
@@ -472,7 +456,11 @@ async def test_a_rejected_subscription_is_a_failed_attempt_not_a_silent_gap(
     autojump_clock: trio.testing.MockClock, subscribing_venue: str
 ) -> None:
     conn_id = f"{subscribing_venue}/market/0"
-    config = venue_config(subscribing_venue, reconnect={"max_retries": 2, "jitter_ratio": 0.0})
+    config = make_config(
+        channels=SUBSCRIBING_CHANNELS,
+        exchange=subscribing_venue,
+        reconnect={"max_retries": 2, "jitter_ratio": 0.0},
+    )
     # The venue accepts at most 2 streams per connection: the third SUBSCRIBE is refused.
     async with FakeExchange(seed=17, max_streams_per_connection=2) as fake:
         async with trio.open_nursery() as nursery, feed_on(fake, config) as feed:

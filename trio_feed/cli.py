@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import trio
 from rich.console import Console
@@ -90,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config)
             plan_feed(config)  # fail fast, before any network
             check_sinks(config.sinks)
-            return trio.run(_run, config, args.jsonl, args.duration, None)
+            return trio.run(_run, config, args.jsonl, args.duration)
         if args.command == "demo":
             return trio.run(_demo, args)
     except ConfigError as exc:
@@ -180,7 +179,6 @@ async def _run(
     config: FeedConfig,
     jsonl: str | None,
     duration: float | None,
-    feed_options: dict[str, Any] | None,
 ) -> int:
     """Run the feed until a signal, ``duration``, or the output closing; flush output;
     return the exit code."""
@@ -191,7 +189,7 @@ async def _run(
     if duration is not None:
         stopper.deadline = trio.current_time() + duration
     outcome = _RunOutcome(stopper)
-    async with trio.open_nursery() as outer, open_feed(config, **(feed_options or {})) as feed:
+    async with trio.open_nursery() as outer, open_feed(config) as feed:
         if jsonl is not None:
             sub = feed.events(max_buffer=SINK_MAX_BUFFER)
             outer.start_soon(_write_jsonl_task, sub, jsonl, outcome, name="jsonl writer")
@@ -269,6 +267,6 @@ async def _demo(args: argparse.Namespace) -> int:
             source="demo",
             environ={},
         )
-        code = await _run(config, jsonl, args.duration, None)
+        code = await _run(config, jsonl, args.duration)
         nursery.cancel_scope.cancel()
     return code

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import NoReturn
 
 import httpx
 import trio
@@ -101,7 +102,7 @@ class RestClient:
                 resp = await self._client.request(req.method, req.path, params=list(req.params))
                 text = resp.text
         except (httpx.HTTPError, trio.TooSlowError, OSError) as exc:
-            return self._fail(RestError(venue, req.target, None, _describe(exc)))
+            self._fail(RestError(venue, req.target, None, _describe(exc)))
         header = self.adapter.rest_weight_header
         if header is not None and header in resp.headers:
             try:
@@ -115,12 +116,12 @@ class RestClient:
             log.warning(
                 "%s answered %d to %s: no REST calls for %.0f s", venue, status, req.target, wait
             )
-            return self._fail(RestRateLimited(venue, req.target, status, self.banned_until))
+            self._fail(RestRateLimited(venue, req.target, status, self.banned_until))
         if status >= 400:
-            return self._fail(RestError(venue, req.target, status, f"HTTP {status}: {text[:200]}"))
+            self._fail(RestError(venue, req.target, status, f"HTTP {status}: {text[:200]}"))
         return RestResponse(status, text)
 
-    def _fail(self, exc: RestError) -> RestResponse:
+    def _fail(self, exc: RestError) -> NoReturn:
         self.errors += 1
         self.last_error = str(exc)
         raise exc

@@ -120,7 +120,6 @@ class _ProtocolSession:
         self._send_lock = trio.Lock()
         self._ready: list[str | bytes] = []  # messages parsed but not yet returned
         self._fragments: list[bytes] = []
-        self._fragment_text = False
         self._pings: dict[bytes, trio.Event] = {}
         self._ping_count = 0
         self._reading = False
@@ -190,7 +189,6 @@ class _ProtocolSession:
                     self._ready.append(bytes(event.data))
                 else:
                     self._fragments = [bytes(event.data)]
-                    self._fragment_text = opcode is Opcode.TEXT
             elif opcode is Opcode.CONT:
                 self._fragments.append(bytes(event.data))
                 if event.fin:
