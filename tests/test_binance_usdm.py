@@ -428,10 +428,23 @@ def test_every_kline_interval_has_a_stream() -> None:
 
 
 def test_stream_rejects_invalid_channel() -> None:
-    with pytest.raises(ValueError, match="kline_7m"):
-        A.stream("BTCUSDT", "kline_7m")
+    with pytest.raises(ValueError, match="continuousKline_7m"):
+        A.stream("BTCUSDT", "continuousKline_7m")
     with pytest.raises(ValueError, match="unknown channel"):
         A.stream("BTCUSDT", "trades")
+
+
+def test_unstreamed_kline_intervals_are_built_from_the_trade_stream() -> None:
+    for channel in ("kline_1s", "kline_7m", "kline_2d"):
+        assert A.built_interval(channel) == channel.removeprefix("kline_")
+        spec = A.stream("BTCUSDT", channel)
+        assert (spec.channel, spec.name, spec.route) == ("aggTrade", "btcusdt@aggTrade", "market")
+        assert A.kline_key("BTCUSDT", channel) is None
+    assert A.built_interval("kline_1m") is None
+    assert A.built_interval("aggTrade") is None
+    assert A.kline_key("BTCUSDT", "kline_1h") == ("BTCUSDT", "1h")
+    assert A.kline_key("BTCUSDT", "continuousKline_5m") == ("BTCUSDT_PERPETUAL", "5m")
+    assert A.kline_key("BTCUSDT", "aggTrade") is None
 
 
 def test_channels_list() -> None:
@@ -457,12 +470,7 @@ def test_check_channel_reasons() -> None:
     assert "continuousKline_<interval>, aggTrade, depth, markPrice, bookTicker" in reason
     assert "did you mean 'kline_1m'" in reason
     for channel in ("kline_7m", "kline_1s", "kline_2d"):
-        reason = A.check_channel(channel)
-        assert reason is not None
-        assert reason.startswith(f"{channel}: binance-usdm streams kline intervals 1m, 3m, ")
-        assert reason.endswith(
-            "1M; other intervals are built from trades (not available in this release)"
-        )
+        assert A.check_channel(channel) is None
     reason = A.check_channel("kline_abc")
     assert reason is not None
     assert "'abc' is not a kline interval" in reason

@@ -28,10 +28,17 @@ class VenuePlan:
 
 
 def venue_streams(adapter: VenueAdapter, venue: VenueConfig) -> list[StreamSpec]:
-    """Every stream of ``venue``: symbols x channels, in config order."""
-    return [
-        adapter.stream(symbol, channel) for symbol in venue.symbols for channel in venue.channels
-    ]
+    """Every stream of ``venue``: symbols x channels, in config order, each once.
+
+    A kline channel built from trades needs the symbol's trade stream; it is subscribed
+    once however many channels need it.
+    """
+    streams: dict[str, StreamSpec] = {}
+    for symbol in venue.symbols:
+        for channel in venue.channels:
+            spec = adapter.stream(symbol, channel)
+            streams.setdefault(spec.name, spec)
+    return list(streams.values())
 
 
 def plan_feed(config: FeedConfig) -> list[VenuePlan]:

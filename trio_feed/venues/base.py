@@ -29,7 +29,7 @@ from typing import ClassVar
 
 from attrs import frozen
 
-from ..events import MarketEvent
+from ..events import Kline, MarketEvent, Trade
 
 __all__ = [
     "Ack",
@@ -231,7 +231,24 @@ class VenueAdapter(abc.ABC):
 
     @abc.abstractmethod
     def stream(self, symbol: str, channel: str) -> StreamSpec:
-        """The wire stream for ``(symbol, channel)``. ``channel`` passed `check_channel`."""
+        """The wire stream for ``(symbol, channel)``. ``channel`` passed `check_channel`.
+
+        For a kline channel built from trades (see `built_interval`) this is the trade
+        stream the klines are built from.
+        """
+
+    def built_interval(self, channel: str) -> str | None:
+        """The interval of a ``kline_<interval>`` channel this venue does not stream and the
+        feed builds from its trades, else None. ``channel`` passed `check_channel`."""
+        return None
+
+    def kline_key(self, symbol: str, channel: str) -> tuple[str, str] | None:
+        """The ``(symbol, interval)`` that the klines of a streamed kline channel carry in
+        their events (None for other channels). Venues whose kline events name another
+        symbol (e.g. a continuous contract) override this."""
+        if channel.startswith("kline_") and self.built_interval(channel) is None:
+            return symbol, channel[len("kline_") :]
+        return None
 
     # ---- connections --------------------------------------------------------------------
 
@@ -282,3 +299,44 @@ class VenueAdapter(abc.ABC):
     @abc.abstractmethod
     def parse_server_time(self, body: str | bytes) -> int:
         """The server time in ms from `server_time_request`'s body (`MalformedFrame` if not)."""
+
+    #: Most klines one `klines_request` may ask for.
+    max_klines_per_request: ClassVar[int] = 500
+    #: Most trades one `agg_trades_request` may ask for.
+    max_trades_per_request: ClassVar[int] = 500
+
+    @abc.abstractmethod
+    def klines_request(
+        self,
+        symbol: str,
+        interval: str,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        limit: int = 500,
+    ) -> RestRequest:
+        """Klines of ``symbol`` (as its kline events name it) opening between ``start_time``
+        and ``end_time`` (inclusive, ms), oldest first; without times, the latest ones."""
+
+    @abc.abstractmethod
+    def parse_klines(
+        self, body: str | bytes, symbol: str, interval: str, server_time: int
+    ) -> list[Kline]:
+        """Klines (source ``rest``) from a `klines_request` body, oldest first; a kline is
+        closed when its close time is before ``server_time`` (`MalformedFrame` if the body
+        is not what the venue documents)."""
+
+    @abc.abstractmethod
+    def agg_trades_request(
+        self,
+        symbol: str,
+        from_id: int | None = None,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        limit: int = 500,
+    ) -> RestRequest:
+        """Trades from id ``from_id`` on, or within ``start_time``..``end_time`` (inclusive,
+        at most an hour apart), oldest first."""
+
+    @abc.abstractmethod
+    def parse_agg_trades(self, body: str | bytes, symbol: str) -> list[Trade]:
+        """Trades (source ``rest``) from an `agg_trades_request` body, in id order."""

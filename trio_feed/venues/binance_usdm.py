@@ -251,6 +251,8 @@ class BinanceUsdmAdapter(VenueAdapter):
     rest_weight_header: ClassVar[str | None] = "X-MBX-USED-WEIGHT-1M"
     #: REQUEST_WEIGHT limit of ``/fapi/v1/exchangeInfo`` (2400 per minute per IP).
     rest_weight_per_minute: ClassVar[int] = 2400
+    max_klines_per_request: ClassVar[int] = 1500
+    max_trades_per_request: ClassVar[int] = 1000
 
     def __init__(self) -> None:
         # Dispatch on the payload's "e": one dict lookup per frame.
@@ -271,7 +273,11 @@ class BinanceUsdmAdapter(VenueAdapter):
     def channels(self) -> Sequence[ChannelInfo]:
         """The channels Binance USD-M offers, with the kline intervals it streams."""
         return (
-            ChannelInfo("kline_<interval>", "candlesticks of a symbol", KLINE_INTERVALS),
+            ChannelInfo(
+                "kline_<interval>",
+                "candlesticks of a symbol (other intervals, e.g. 1s or 7m, built from trades)",
+                KLINE_INTERVALS,
+            ),
             ChannelInfo(
                 "continuousKline_<interval>",
                 "candlesticks of a pair's perpetual contract (symbol '<PAIR>_PERPETUAL')",
@@ -297,12 +303,12 @@ class BinanceUsdmAdapter(VenueAdapter):
                         f"{channel}: {interval!r} is not a kline interval; "
                         f"{_NAME} streams {what} intervals {_INTERVAL_LIST}"
                     )
-                reason = f"{channel}: {_NAME} streams {what} intervals {_INTERVAL_LIST}"
                 if prefix == "kline_":
-                    reason += (
-                        "; other intervals are built from trades (not available in this release)"
-                    )
-                return reason
+                    return None  # built from aggregated trades
+                return (
+                    f"{channel}: {_NAME} streams {what} intervals {_INTERVAL_LIST} "
+                    "(only plain klines of other intervals can be built from trades)"
+                )
         reason = f"unknown channel {channel!r}; {_NAME} offers {_CHANNEL_LIST}"
         guess = difflib.get_close_matches(channel, _known_channel_names(), n=1, cutoff=0.75)
         if guess:
@@ -320,9 +326,27 @@ class BinanceUsdmAdapter(VenueAdapter):
         if reason is not None:
             raise ValueError(reason)
         if channel.startswith("kline_"):
+            if channel[len("kline_") :] not in _KLINE_INTERVAL_SET:
+                # Not streamed: built from the symbol's aggregated trades.
+                return self.stream(symbol, "aggTrade")
             return StreamSpec(symbol, channel, f"{sym}@{channel}", _MARKET)
         # continuousKline_<interval>: the perpetual contract of the pair ``symbol``.
         return StreamSpec(symbol, channel, f"{sym}_perpetual@{channel}", _MARKET)
+
+    def built_interval(self, channel: str) -> str | None:
+        """``kline_<interval>`` channels whose interval USD-M does not stream (``1s``,
+        ``7m``...) are built from aggregated trades: their interval, else None."""
+        if channel.startswith("kline_"):
+            interval = channel[len("kline_") :]
+            if interval not in _KLINE_INTERVAL_SET:
+                return interval
+        return None
+
+    def kline_key(self, symbol: str, channel: str) -> tuple[str, str] | None:
+        """Continuous klines carry the symbol ``<PAIR>_PERPETUAL``; plain ones the symbol."""
+        if channel.startswith("continuousKline_"):
+            return f"{symbol}_PERPETUAL", channel[len("continuousKline_") :]
+        return super().kline_key(symbol, channel)
 
     # ---- connections --------------------------------------------------------------------
 
