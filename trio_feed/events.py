@@ -154,7 +154,13 @@ class QualityChange:
 
 @frozen(slots=True)
 class Reconcile:
-    """A REST reconciliation found the live data different from the exchange's record."""
+    """A REST reconciliation found the live data different from the exchange's record.
+
+    ``mismatches`` names each field that differed, with both values
+    (``"close: 100.1 != 100.2"``, ours first); ``action`` says what the feed did about it
+    (``"revised"``: the REST version went out right after this event as the kline's next
+    revision, which also carries the ``exchange``).
+    """
 
     TYPE: ClassVar[str] = "reconcile"
 

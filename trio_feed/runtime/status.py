@@ -7,6 +7,8 @@ from typing import Any
 import cattrs
 from attrs import frozen
 
+from .sinks import SinkStatus
+
 __all__ = ["ConnectionStatus", "FeedStatus", "VenueStatus"]
 
 _converter = cattrs.Converter()
@@ -44,6 +46,26 @@ class VenueStatus:
     #: Seconds until the venue's Retry-After ends (None when not rate limited).
     rest_banned_for: float | None
     rest_last_error: str | None
+    #: REST calls retried after a 5xx, a timeout or a transport error.
+    rest_retries: int = 0
+    #: REST calls waiting for the weight budget or the end of a Retry-After.
+    rest_waiting: int = 0
+    #: The weight per minute the feed allows itself on this venue.
+    rest_budget: int | None = None
+    #: REST fills running (one per kline key or trade symbol at most).
+    fills_in_progress: int = 0
+    klines_backfilled: int = 0
+    trades_backfilled: int = 0
+    fill_errors: int = 0
+    last_fill_error: str | None = None
+    #: Ranges the exchange refused to serve (logged as errors), and the buckets or trade
+    #: ids it had no data for.
+    gaps_abandoned: int = 0
+    klines_skipped: int = 0
+    trade_ids_skipped: int = 0
+    reconcile_checks: int = 0
+    #: Per symbol, klines corrected by REST reconciliation.
+    reconcile_mismatches: dict[str, int] | None = None
 
 
 @frozen(slots=True)
@@ -54,11 +76,15 @@ class FeedStatus:
     venues: tuple[VenueStatus, ...]
     #: Open event subscriptions (``feed.events()``).
     subscriptions: int
+    #: Each ``[[sinks]]`` table's writer.
+    sinks: tuple[SinkStatus, ...] = ()
 
     @property
     def healthy(self) -> bool:
-        """Every connection SUBSCRIBED."""
-        return all(c.state == "SUBSCRIBED" for c in self.connections)
+        """Every connection SUBSCRIBED and every sink writing."""
+        return all(c.state == "SUBSCRIBED" for c in self.connections) and not any(
+            s.failing or s.stopped for s in self.sinks
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
-from attrs import define
+from attrs import define, evolve
 
 from ._connection import Connection
 from .market import FakeMarket
@@ -72,6 +72,7 @@ class StreamHub:
         self._live: dict[str, StreamSpec] = {}
         self._depth: dict[str, _DepthStream] = {}
         self._pending_skips: Counter[str] = Counter()
+        self._distortions: Counter[tuple[str, str]] = Counter()
         self._last_quote: dict[str, tuple[Any, ...]] = {}
         self._sent_history = sent_history
         self._sent: dict[str, deque[tuple[int, str]]] = {}
@@ -187,6 +188,10 @@ class StreamHub:
             if isinstance(event, AggTrade):
                 self.publish(f"{event.symbol.lower()}@aggTrade", aggtrade_payload, event, now)
             else:
+                bar_key = (event.symbol, event.interval)
+                if self._distortions[bar_key] > 0:
+                    self._distortions[bar_key] -= 1
+                    event = _distorted(event)
                 symbol = event.symbol.lower()
                 self.publish(f"{symbol}@kline_{event.interval}", kline_payload, event, now)
                 name = f"{symbol}_perpetual@continuousKline_{event.interval}"
@@ -209,6 +214,10 @@ class StreamHub:
             elif spec.kind == "markPrice" and k % self._mark_every(spec) == 0:
                 mark = self.market.mark_price(spec.symbol, now)
                 self.publish(name, mark_price_payload, mark, now)
+
+    def distort_closed_klines(self, symbol: str, interval: str, count: int) -> None:
+        """Send the next ``count`` closed klines of ``symbol``/``interval`` wrong."""
+        self._distortions[(symbol, interval)] += count
 
     def _mark_every(self, spec: StreamSpec) -> int:
         return self.mark_every * (3 if spec.period_ms == 3000 else 1)
@@ -275,3 +284,9 @@ class StreamHub:
     def sent_count(self, stream: str) -> int:
         """See `FakeExchange.sent_count`."""
         return self._sent_counts[stream]
+
+
+def _distorted(bar: KlineBar) -> KlineBar:
+    """``bar`` as a faulty stream might report it: the close 1% high, the volume doubled
+    plus one step (so even an empty kline differs)."""
+    return evolve(bar, close=bar.close + bar.close / 100, volume=bar.volume * 2 + 1)

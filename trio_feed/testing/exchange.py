@@ -473,6 +473,14 @@ class FakeExchange:
             raise ValueError(f"unknown symbol {symbol!r}")
         self._hub.skip_depth_update(symbol)
 
+    def distort_closed_klines(self, symbol: str, interval: str, count: int = 1) -> None:
+        """Send the next ``count`` closed klines of ``symbol`` and ``interval`` (plain and
+        continuous streams alike) with a wrong close and volume, while REST keeps serving
+        the truth: what a client's REST reconciliation is there to catch."""
+        if symbol not in self.market.symbols:
+            raise ValueError(f"unknown symbol {symbol!r}")
+        self._hub.distort_closed_klines(symbol, interval, count)
+
     def announce_shutdown(self, route: str | None = None) -> int:
         """Send the ``serverShutdown`` event (stream ``!serverShutdown``) on the live
         connections on ``route``; they stay open. Returns how many."""

@@ -1,0 +1,321 @@
+"""One venue's klines and trades between the parser and the consumers (pure).
+
+`VenueData` owns the sequencers (:mod:`trio_feed.core.sequence`), the caches
+(:mod:`trio_feed.core.caches`) and the klines built from trades
+(:mod:`trio_feed.core.trade_klines`) of one venue. The shell hands it every parsed batch
+(`process`), every REST page of a fill (`apply_kline_page`, `apply_trade_page`), every REST
+kline of a reconciliation check (`reconcile`) and a periodic exchange-time watermark (`tick`);
+it appends what may go out, in order, to a list the shell publishes, and returns the gaps the
+shell must fetch. It never awaits and never reads a clock.
+
+Restart: `ResumePoint` values (read from the store) anchor each key where the last run
+stopped, so the first live item of a key reveals exactly what the restart missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+
+from attrs import evolve, frozen
+
+from ..events import DepthDiff, Kline, Reconcile, Trade
+from .caches import KlineCache, TradeCache
+from .intervals import next_open
+from .sequence import KlineGap, KlineSequencer, TradeGap, TradeSequencer
+from .trade_klines import TradeKlineBuilder
+
+__all__ = ["Gap", "ResumePoint", "VenueData", "kline_mismatches"]
+
+Gap = KlineGap | TradeGap
+
+
+@frozen(slots=True)
+class ResumePoint:
+    """Where a previous run stopped: per (symbol, interval) the last closed kline it emitted,
+    per symbol the last trade id."""
+
+    klines: Mapping[tuple[str, str], Kline]
+    trade_ids: Mapping[str, int]
+
+
+def kline_mismatches(
+    ours: Kline, theirs: Kline, *, price_tolerance: float, volume_tolerance: float
+) -> tuple[str, ...]:
+    """The fields in which ``ours`` differs from the exchange's record ``theirs`` by more than
+    the relative tolerances (close, high, low by price; volume by volume), as
+    ``"close: ours != theirs"`` strings."""
+    out: list[str] = []
+    price_tol = Decimal(repr(price_tolerance))
+    volume_tol = Decimal(repr(volume_tolerance))
+    for name, tol in (
+        ("close", price_tol),
+        ("high", price_tol),
+        ("low", price_tol),
+        ("volume", volume_tol),
+    ):
+        a: Decimal = getattr(ours, name)
+        b: Decimal = getattr(theirs, name)
+        if a == b:
+            continue
+        scale = max(abs(a), abs(b))
+        if abs(a - b) > tol * scale:
+            out.append(f"{name}: {a} != {b}")
+    return tuple(out)
+
+
+class VenueData:
+    """Sequencers, caches and trade-built klines of one venue.
+
+    Args:
+      exchange: the venue's name (the ``exchange`` field of its events).
+      kline_keys: the (symbol, interval) keys of streamed klines, as their events name them.
+      built: per symbol, the intervals built from its trades.
+      trade_symbols: symbols whose trades are streamed (for publishing or for building).
+      published_trades: symbols whose trades go out as events (the others only feed builders
+        and the trade cache).
+      resume: where the previous run stopped, if a store says so.
+    """
+
+    def __init__(
+        self,
+        exchange: str,
+        *,
+        kline_keys: Iterable[tuple[str, str]],
+        built: Mapping[str, Sequence[str]],
+        trade_symbols: Iterable[str],
+        published_trades: Iterable[str],
+        kline_max_size: int = 500,
+        trade_max_size: int = 1000,
+        trade_window_ms: int = 60_000,
+        resume: ResumePoint | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.klines = KlineCache(kline_max_size)
+        self.trades = TradeCache(trade_max_size, trade_window_ms)
+        resume = resume or ResumePoint({}, {})
+        self.kline_seqs: dict[tuple[str, str], KlineSequencer] = {}
+        for key in kline_keys:
+            last = resume.klines.get(key)
+            anchor = None
+            if last is not None:
+                anchor = next_open(last.open_time, last.interval)
+                self.klines.update(last)
+            self.kline_seqs[key] = KlineSequencer(*key, next_open_time=anchor)
+        self.builders: dict[str, list[TradeKlineBuilder]] = {}
+        build_from: dict[str, int] = {}
+        for symbol, intervals in built.items():
+            builders = []
+            for interval in intervals:
+                last = resume.klines.get((symbol, interval))
+                if last is None:
+                    builders.append(TradeKlineBuilder(exchange, symbol, interval))
+                    continue
+                start = next_open(last.open_time, interval)
+                builders.append(
+                    TradeKlineBuilder(
+                        exchange, symbol, interval, next_open_time=start, previous_close=last.close
+                    )
+                )
+                self.klines.update(last)
+                build_from[symbol] = min(build_from.get(symbol, start), start)
+            self.builders[symbol] = builders
+        self.published_trades = frozenset(published_trades)
+        #: Per symbol, the first trade id that goes out as an event: a restart that rebuilds
+        #: klines from an earlier time replays older trades to the builders only.
+        self._publish_from: dict[str, int] = {}
+        self.trade_seqs: dict[str, TradeSequencer] = {}
+        for symbol in trade_symbols:
+            stored = resume.trade_ids.get(symbol)
+            if symbol in build_from:
+                # Rebuild from the first unfinished bucket; publish only what is new.
+                seq = TradeSequencer(symbol, anchor_time=build_from[symbol])
+                if stored is not None:
+                    self._publish_from[symbol] = stored + 1
+            else:
+                seq = TradeSequencer(symbol, next_id=None if stored is None else stored + 1)
+            self.trade_seqs[symbol] = seq
+        #: Order-book diffs received (not yet kept as books).
+        self.depth_diffs = 0
+        #: REST reconciliation mismatches found, per symbol.
+        self.mismatches: dict[str, int] = {}
+
+    # ---- live data (the per-frame path) ---------------------------------------------------
+
+    def process(self, items: Iterable[object], out: list[object]) -> list[Gap] | None:
+        """Route one parsed batch: klines and trades through their sequencers, everything
+        else straight to ``out``. Returns the gaps revealed, if any."""
+        gaps: list[Gap] | None = None
+        kline_seqs = self.kline_seqs
+        trade_seqs = self.trade_seqs
+        cache_kline = self.klines.update
+        for item in items:
+            cls = item.__class__
+            if cls is Kline:
+                kline: Kline = item  # type: ignore[assignment]
+                kseq = kline_seqs.get((kline.symbol, kline.interval))
+                if kseq is None:
+                    out.append(item)
+                    continue
+                n = len(out)
+                gap: Gap | None = kseq.on_kline(kline, out)  # type: ignore[arg-type]
+                for i in range(n, len(out)):
+                    cache_kline(out[i])  # type: ignore[arg-type]
+            elif cls is Trade:
+                trade: Trade = item  # type: ignore[assignment]
+                tseq = trade_seqs.get(trade.symbol)
+                if tseq is None:
+                    out.append(item)
+                    continue
+                emitted: list[Trade] = []
+                gap = tseq.on_trade(trade, emitted)
+                if emitted:
+                    self._emit_trades(trade.symbol, emitted, out)
+            elif cls is DepthDiff:
+                # Order-book diffs become ``book`` events once books are kept; until then
+                # they are counted, never passed on raw.
+                self.depth_diffs += 1
+                continue
+            else:
+                out.append(item)
+                continue
+            if gap is not None:
+                if gaps is None:
+                    gaps = []
+                gaps.append(gap)
+        return gaps
+
+    def _emit_trades(self, symbol: str, trades: list[Trade], out: list[object]) -> None:
+        cache_trade = self.trades.add
+        builders = self.builders.get(symbol, ())
+        publish = symbol in self.published_trades
+        publish_from = self._publish_from.get(symbol)
+        cache_kline = self.klines.update
+        for t in trades:
+            cache_trade(t)
+            for builder in builders:
+                for k in builder.add(t):
+                    cache_kline(k)
+                    out.append(k)
+            if publish and (publish_from is None or t.id >= publish_from):
+                out.append(t)
+
+    # ---- REST fills ------------------------------------------------------------------------
+
+    def apply_kline_page(
+        self, key: tuple[str, str], klines: Sequence[Kline], *, complete: bool, out: list[object]
+    ) -> None:
+        """One REST page of a kline fill."""
+        seq = self.kline_seqs[key]
+        n = len(out)
+        seq.on_page(klines, out, complete=complete)  # type: ignore[arg-type]
+        for i in range(n, len(out)):
+            self.klines.update(out[i])  # type: ignore[arg-type]
+
+    def abandon_klines(self, key: tuple[str, str], out: list[object]) -> None:
+        """Give a kline fill up (the exchange refuses it): release what was held."""
+        seq = self.kline_seqs[key]
+        n = len(out)
+        seq.abandon(out)  # type: ignore[arg-type]
+        for i in range(n, len(out)):
+            self.klines.update(out[i])  # type: ignore[arg-type]
+
+    def apply_trade_page(
+        self, symbol: str, trades: Sequence[Trade], *, complete: bool, out: list[object]
+    ) -> None:
+        """One REST page of a trade fill."""
+        emitted: list[Trade] = []
+        self.trade_seqs[symbol].on_page(trades, emitted, complete=complete)
+        if emitted:
+            self._emit_trades(symbol, emitted, out)
+
+    def abandon_trades(self, symbol: str, out: list[object]) -> None:
+        """Give a trade fill up: release what was held."""
+        emitted: list[Trade] = []
+        self.trade_seqs[symbol].abandon(emitted)
+        if emitted:
+            self._emit_trades(symbol, emitted, out)
+
+    def gap(self, key: tuple[str, str] | str) -> Gap | None:
+        """What remains to fetch for a kline key or a trade symbol."""
+        if isinstance(key, tuple):
+            return self.kline_seqs[key].gap()
+        return self.trade_seqs[key].gap()
+
+    # ---- reconnects and time ------------------------------------------------------------
+
+    def after_reconnect(
+        self,
+        kline_keys: Iterable[tuple[str, str]],
+        trade_symbols: Iterable[str],
+        horizon: Callable[[str], int | None],
+    ) -> list[Gap]:
+        """A connection holding these keys is subscribed again: catch trades up from the last
+        id, and tell each kline key which kline the exchange's clock says is open now
+        (``horizon(interval)``, None when the clock is not known), so quiet keys fill too."""
+        gaps: list[Gap] = []
+        for key in kline_keys:
+            seq = self.kline_seqs.get(key)
+            if seq is None:
+                continue
+            open_time = horizon(key[1])
+            if open_time is not None:
+                gap = seq.on_horizon(open_time)
+                if gap is not None:
+                    gaps.append(gap)
+        for symbol in trade_symbols:
+            tseq = self.trade_seqs.get(symbol)
+            if tseq is not None:
+                tgap = tseq.catch_up()
+                if tgap is not None:
+                    gaps.append(tgap)
+        return gaps
+
+    def tick(self, watermark_ms: int, in_sync: Callable[[str], bool], out: list[object]) -> None:
+        """Exchange time has reached ``watermark_ms`` with every trade before it delivered
+        where ``in_sync(symbol)`` says the symbol's trade stream is connected: close quiet
+        built buckets, and expire the trade cache."""
+        for symbol, builders in self.builders.items():
+            seq = self.trade_seqs.get(symbol)
+            if seq is None or not seq.in_sync or not in_sync(symbol):
+                continue
+            for builder in builders:
+                for k in builder.advance(watermark_ms):
+                    self.klines.update(k)
+                    out.append(k)
+        self.trades.advance(watermark_ms)
+
+    # ---- reconciliation ---------------------------------------------------------------------
+
+    def reconcile(
+        self,
+        rest: Kline,
+        *,
+        price_tolerance: float,
+        volume_tolerance: float,
+        out: list[object],
+    ) -> tuple[str, ...] | None:
+        """Compare the exchange's record of a closed kline with the one we emitted. On a
+        mismatch, append a `Reconcile` event and the REST kline as the next revision (also
+        replacing it in the cache) and return the mismatches; None if there was nothing to
+        compare (not emitted yet, or no longer cached), () if it agreed."""
+        key = (rest.symbol, rest.interval)
+        seq = self.kline_seqs.get(key)
+        if not rest.closed or seq is None or seq.next_open_time is None:
+            return None
+        if rest.open_time >= seq.next_open_time:
+            return None  # not emitted yet: the sequencer will emit the exchange's version
+        ours = self.klines.get(rest.symbol, rest.interval, rest.open_time)
+        if ours is None or not ours.closed:
+            return None
+        found = kline_mismatches(
+            ours, rest, price_tolerance=price_tolerance, volume_tolerance=volume_tolerance
+        )
+        if not found:
+            return found
+        revised = evolve(rest, source="rest", revision=ours.revision + 1)
+        self.klines.update(revised)
+        self.mismatches[rest.symbol] = self.mismatches.get(rest.symbol, 0) + 1
+        out.append(Reconcile(rest.symbol, rest.interval, rest.open_time, found, "revised"))
+        out.append(revised)
+        return found
