@@ -24,7 +24,9 @@ def make_config(
     **sections: Any,
 ) -> FeedConfig:
     """A one-venue config (Binance USD-M by default) pointed at the fake, with ``sections``
-    merged in."""
+    merged in; no sinks unless given (the default SQLite store would write in the working
+    directory)."""
+    sections.setdefault("sinks", [])
     data: dict[str, Any] = {
         "venues": [
             {

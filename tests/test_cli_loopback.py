@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import trio
 from trio_feed.codec import EVENT_TYPES
+from trio_feed.runtime.sqlite_store import SqliteStore
 from trio_feed.testing import FakeExchange
 
 CONTRACT_TYPES = {"kline", "trade", "mark_price", "book_ticker", "state"}
@@ -49,7 +50,11 @@ async def run_until_signal(tmp_path: Path, sig: int) -> tuple[int, list[dict[str
         ]
         with trio.fail_after(60):
             process = await trio.lowlevel.open_process(
-                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ}
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ},
+                cwd=str(tmp_path),  # the default store goes to ./data/feed.sqlite
             )
             assert process.stdout is not None and process.stderr is not None
             out = bytearray()
@@ -93,6 +98,9 @@ async def test_run_prints_contract_json_lines_and_stops_on_sigint(tmp_path: Path
     assert states[-1]["state"] == "DISCONNECTED"  # the shutdown itself was written out
     ids = [e["id"] for e in events if e["type"] == "trade" and e["symbol"] == "BTCUSDT"]
     assert ids == sorted(ids) and len(ids) == len(set(ids))
+    # The embedded default store (no [[sinks]] in the config) got every trade before exit.
+    with SqliteStore(tmp_path / "data" / "feed.sqlite", readonly=True) as store:
+        assert [t.id for t in store.trades("binance-usdm", "BTCUSDT")] == ids
 
 
 async def test_sigterm_also_stops_gracefully(tmp_path: Path) -> None:

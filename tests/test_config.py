@@ -221,7 +221,9 @@ def test_omitted_sections_and_urls_take_defaults() -> None:
     assert venue.ws_url == FakeUsdm.default_ws_url
     assert venue.rest_url == FakeUsdm.default_rest_url
     assert venue.proxy is None
-    assert config.sinks == ()
+    # The contract's default: the embedded SQLite store.
+    assert config.sinks == (SinkConfig(kind="sqlite", path="data/feed.sqlite"),)
+    assert load(VENUE.replace("[[venues]]", "sinks = []\n[[venues]]")).sinks == ()
     for cls, name in (
         (PoolConfig, "connection_pool"),
         (ReconnectConfig, "reconnect"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import random
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -485,3 +487,24 @@ async def test_a_rejected_subscription_is_a_failed_attempt_not_a_silent_gap(
     assert status.connections[0].state == "FAILED"
     assert "venue rejected subscribing" in (status.connections[0].last_error or "")
     assert "too many streams" in (status.connections[0].last_error or "")
+
+
+async def test_sinks_drain_even_when_the_code_around_the_feed_is_cancelled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.jsonl"
+    config = make_config(sinks=[{"kind": "jsonl", "path": str(path)}])
+    async with FakeExchange(seed=17) as fake:
+        with trio.move_on_after(30.3):  # a user's timeout around the feed
+            async with feed_on(fake, config):
+                await trio.sleep_forever()
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    # Written to the end: the connections' DISCONNECTED on the way out is in the file.
+    assert [e["state"] for e in lines if e["type"] == "state"][-2:] == [
+        "DISCONNECTED",
+        "DISCONNECTED",
+    ]
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        ids = [e["id"] for e in lines if e["type"] == "trade" and e["symbol"] == symbol]
+        assert len(ids) > 30
+        assert ids == list(range(ids[0], ids[0] + len(ids)))

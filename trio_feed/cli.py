@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="write events as JSON lines ('-' = stdout; the default when stdout is not a terminal)",
     )
     demo.add_argument("--seed", type=int, default=1, help="seed of the simulated market")
+    demo.add_argument(
+        "--sqlite",
+        metavar="PATH",
+        help="also store into this SQLite file (never the default data/feed.sqlite: "
+        "simulated prices do not belong beside real ones)",
+    )
     return parser
 
 
@@ -263,6 +269,8 @@ async def _demo(args: argparse.Namespace) -> int:
                     }
                 ],
                 "reconnect": {"base_delay": 0.5, "max_delay": 5.0, "max_retries": 0},
+                # Simulated prices must never land in a real store: none unless asked for.
+                "sinks": [{"kind": "sqlite", "path": args.sqlite}] if args.sqlite else [],
             },
             source="demo",
             environ={},

@@ -2,7 +2,8 @@
 
 A config file holds one or more ``[[venues]]`` tables and optional global sections
 (``[connection_pool]``, ``[reconnect]``, ``[ping]``, ``[heartbeat]``, ``[reconciliation]``,
-``[cache]``) plus ``[[sinks]]``. A venue table may repeat any of those sections
+``[cache]``) plus ``[[sinks]]``. Without any ``sinks`` key the feed stores into the embedded
+default, one SQLite sink at `DEFAULT_SQLITE_PATH`; ``sinks = []`` stores nothing. A venue table may repeat any of those sections
 (``[venues.reconnect]``): its keys override the global section's keys for that venue only,
 so each `VenueConfig` carries the *effective* sections for its venue.
 
@@ -393,6 +394,10 @@ class FeedConfig:
 
 # ---- loading -------------------------------------------------------------------------------
 
+#: Where the embedded default store lives when a config has no ``sinks`` key (relative to
+#: the working directory; its directory is created on first use).
+DEFAULT_SQLITE_PATH = "data/feed.sqlite"
+
 #: The sections that may appear globally and inside a venue table.
 _SECTIONS: Mapping[str, type[Any]] = {
     "connection_pool": PoolConfig,
@@ -701,7 +706,7 @@ def config_from_dict(
             )
 
     sink_kwargs: list[dict[str, Any]] = []
-    raw_sinks = root.get("sinks", [])
+    raw_sinks = root.get("sinks", [{"kind": "sqlite", "path": DEFAULT_SQLITE_PATH}])
     if not isinstance(raw_sinks, list | tuple):
         report.add(
             _Where("sinks"), f"expected an array of tables ([[sinks]]), got {_show(raw_sinks)}"
