@@ -38,15 +38,21 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 N_SYMBOLS = 4
 
 
+#: Exchange time of the first frame; the REST mock's server time agrees with the frames.
+BASE_MS = 1_767_225_600_000
+
+
 def make_frames(count: int) -> list[str]:
-    """Realistic frames: mostly aggTrades, a kline update every 10th frame."""
+    """Realistic frames: mostly aggTrades, a kline update every 10th frame. Each symbol's
+    trade ids increase by one, as on the exchange (the feed checks them for gaps)."""
     from decimal import Decimal
 
     frames = []
     price = Decimal("60000.0")
+    next_id = dict.fromkeys(("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"), 1000)
     for i in range(count):
         sym = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")[i % N_SYMBOLS]
-        t = 1_767_225_600_000 + i
+        t = BASE_MS + i
         if i % 10 == 9:
             data: dict[str, Any] = {
                 "e": "kline",
@@ -77,7 +83,7 @@ def make_frames(count: int) -> list[str]:
             data = {
                 "e": "aggTrade",
                 "E": t,
-                "a": 1000 + i,
+                "a": next_id[sym],
                 "s": sym,
                 "p": str(price + i % 7),
                 "q": "0.015",
@@ -86,6 +92,7 @@ def make_frames(count: int) -> list[str]:
                 "T": t,
                 "m": i % 2 == 0,
             }
+            next_id[sym] += 1
             stream = f"{sym.lower()}@aggTrade"
         frames.append(json.dumps({"stream": stream, "data": data}, separators=(",", ":")))
     return frames
@@ -188,7 +195,10 @@ async def feed(ws_url: str, count: int, transport_name: str) -> float:
     )
 
     def rest(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"serverTime": int(time.time() * 1000)})
+        # Server time agrees with the frames' exchange time; no fill is ever needed.
+        if request.url.path.endswith("/time"):
+            return httpx.Response(200, json={"serverTime": BASE_MS})
+        return httpx.Response(200, json=[])
 
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
     config = config_from_dict(
@@ -203,6 +213,7 @@ async def feed(ws_url: str, count: int, transport_name: str) -> float:
                 }
             ],
             "reconnect": {"max_retries": 1},
+            "sinks": [],  # the bench measures the feed, not a store
         },
         environ={},
     )

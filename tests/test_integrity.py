@@ -531,3 +531,40 @@ async def test_a_day_with_random_drops_delivers_and_stores_everything_once(
             assert times == list(range(times[0], times[0] + 420_000 * len(times), 420_000))
             assert len(built) > 24 * 60 // 7 - 3
             assert [k.open_time for k in store.klines(VENUE, symbol, "7m")] == times
+
+
+@pytest.mark.usefixtures("inline_sinks")
+async def test_a_store_that_cannot_be_written_is_reported_and_catches_up_without_loss(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the store's directory should be")
+    db = blocker / "feed.sqlite"
+    config = make_config(
+        channels=["aggTrade", "kline_1m"], sinks=[{"kind": "sqlite", "path": str(db)}]
+    )
+    async with FakeExchange(seed=44, tick=0.5, kline_every=1) as fake:
+        async with trio.open_nursery() as nursery, feed_on(fake, config) as feed:
+            rec = Recorder(feed)
+            nursery.start_soon(rec.run)
+            await trio.sleep(2 * MINUTE)
+            failing = feed.status()
+            served = len(rec.trades("BTCUSDT"))
+            blocker.unlink()  # the operator fixes it
+            await trio.sleep(2 * MINUTE)
+            recovered = feed.status()
+            nursery.cancel_scope.cancel()
+    (sink,) = failing.sinks
+    assert sink.failing and sink.written == 0 and sink.errors > 3
+    assert sink.last_error is not None and "Error" in sink.last_error
+    assert not failing.healthy  # a monitor sees it
+    assert served > 100  # while the streams kept being served
+    assert not recovered.sinks[0].failing and recovered.healthy
+    with SqliteStore(db) as store:
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            trades = rec.trades(symbol)
+            assert [t.id for t in store.trades(VENUE, symbol)] == [t.id for t in trades]
+            closed = assert_klines_complete(rec.klines(symbol, "1m"), fake, symbol, "1m")
+            assert [kline_row(k) for k in store.klines(VENUE, symbol, "1m")] == [
+                kline_row(k) for k in closed
+            ]
