@@ -3,7 +3,8 @@
 A config file holds one or more ``[[venues]]`` tables and optional global sections
 (``[connection_pool]``, ``[reconnect]``, ``[ping]``, ``[heartbeat]``, ``[reconciliation]``,
 ``[cache]``) plus ``[[sinks]]``. Without any ``sinks`` key the feed stores into the embedded
-default, one SQLite sink at `DEFAULT_SQLITE_PATH`; ``sinks = []`` stores nothing. A venue table may repeat any of those sections
+default, one SQLite sink at `DEFAULT_SQLITE_PATH`; ``sinks = []`` stores nothing. A venue
+table may repeat any of those sections
 (``[venues.reconnect]``): its keys override the global section's keys for that venue only,
 so each `VenueConfig` carries the *effective* sections for its venue.
 
