@@ -63,7 +63,7 @@ def no_rate_limit_answers(fake: FakeExchange) -> bool:
     return all(r.status not in (418, 429) for r in fake.rest_requests)
 
 
-async def keep_down(fake: FakeExchange, route: str, refusals: int) -> None:
+def keep_down(fake: FakeExchange, route: str, refusals: int) -> None:
     """Drop ``route``'s connections and refuse the next reconnects."""
     fake.drop_connections(route=route)
     fake.refuse_next(refusals)
@@ -81,7 +81,7 @@ async def test_drops_inside_a_kline_and_across_several_lose_nothing(
             await trio.sleep(2.5 * MINUTE + 7.3)
             fake.drop_connections(route="market")  # back within the minute
             await trio.sleep(3 * MINUTE)
-            await keep_down(fake, "market", 3)  # down for about three minutes
+            keep_down(fake, "market", 3)  # down for about three minutes
             await trio.sleep(9 * MINUTE)
             status = feed.status()
             nursery.cancel_scope.cancel()
@@ -137,7 +137,7 @@ async def test_a_local_clock_hours_off_changes_nothing(
             rec = Recorder(feed)
             nursery.start_soon(rec.run)
             await trio.sleep(2 * MINUTE + 11.1)
-            await keep_down(fake, "market", 3)
+            keep_down(fake, "market", 3)
             await trio.sleep(6 * MINUTE)
             offset = feed.status().venues[0].clock_offset_ms
             nursery.cancel_scope.cancel()
@@ -165,7 +165,7 @@ async def test_rate_limit_answers_stop_every_rest_call_until_retry_after(
             nursery.start_soon(rec.run)
             await trio.sleep(MINUTE + 5.1)
             fake.rest_fault("/fapi/v1/aggTrades", status, retry_after=wait)
-            await keep_down(fake, "market", 2)
+            keep_down(fake, "market", 2)
             await trio.sleep(8 * MINUTE)
             nursery.cancel_scope.cancel()
     requests = fake.rest_requests
@@ -193,7 +193,7 @@ async def test_server_errors_are_retried_and_a_storm_loses_nothing(
             await trio.sleep(MINUTE + 5.1)
             fake.rest_fault("/fapi/v1/klines", 503, count=2)  # then success
             fake.rest_fault("/fapi/v1/aggTrades", 502, count=40)  # a storm
-            await keep_down(fake, "market", 2)  # back after about 2.5 minutes
+            keep_down(fake, "market", 2)  # back after about 2.5 minutes
             await trio.sleep(3 * MINUTE)
             storm = feed.status().venues[0]
             tickers_before = sum(1 for e in rec.events if type(e).__name__ == "BookTicker")
@@ -226,7 +226,7 @@ async def test_rest_bodies_that_do_not_parse_are_reported_and_retried(
             nursery.start_soon(rec.run)
             await trio.sleep(MINUTE + 5.1)
             fake.rest_fault("/fapi/v1/klines", 200, body=body, count=2)
-            await keep_down(fake, "market", 2)  # back after about 2.5 minutes
+            keep_down(fake, "market", 2)  # back after about 2.5 minutes
             await trio.sleep(3 * MINUTE)
             failing = feed.status().venues[0]
             await trio.sleep(5 * MINUTE)
@@ -249,7 +249,7 @@ async def test_a_range_the_exchange_refuses_is_given_up_loudly_and_the_feed_goes
             nursery.start_soon(rec.run)
             await trio.sleep(30.1)
             fake.rest_fault("/fapi/v1/aggTrades", 400, body=refusal, count=100)
-            await keep_down(fake, "market", 2)
+            keep_down(fake, "market", 2)
             await trio.sleep(4 * MINUTE)
             status = feed.status()
             nursery.cancel_scope.cancel()
@@ -341,7 +341,7 @@ async def test_klines_built_from_trades_agree_with_the_streamed_ones(
             rec = Recorder(feed)
             nursery.start_soon(rec.run)
             await trio.sleep(8 * MINUTE + 3.0)
-            await keep_down(fake, "market", 2)  # built klines come through a trade backfill
+            keep_down(fake, "market", 2)  # built klines come through a trade backfill
             await trio.sleep(14 * MINUTE)
             nursery.cancel_scope.cancel()
     streamed = assert_klines_complete(rec.klines("BTCUSDT", "1m"), fake, "BTCUSDT", "1m")

@@ -17,6 +17,8 @@ from trio_feed.events import Kline, Trade
 from trio_feed.testing.market import FakeMarket
 from trio_feed.testing.records import AggTrade, KlineBar
 
+from support import kline_row
+
 SECOND = 1_000
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -404,21 +406,7 @@ def _to_trade(t: AggTrade) -> Trade:
 
 
 def _fields(k: Kline | KlineBar) -> tuple[object, ...]:
-    return (
-        k.interval,
-        k.open_time,
-        k.close_time,
-        k.open,
-        k.high,
-        k.low,
-        k.close,
-        k.volume,
-        k.quote_volume,
-        k.trades,
-        k.taker_buy_volume,
-        k.taker_buy_quote_volume,
-        k.closed,
-    )
+    return (*kline_row(k)[1:], k.closed)
 
 
 def _cross_check(

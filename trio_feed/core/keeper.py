@@ -135,6 +135,7 @@ class VenueData:
             else:
                 seq = TradeSequencer(symbol, next_id=None if stored is None else stored + 1)
             self.trade_seqs[symbol] = seq
+        self._emitted: list[Trade] = []
         #: Order-book diffs received (not yet kept as books).
         self.depth_diffs = 0
         #: REST reconciliation mismatches found, per symbol.
@@ -148,7 +149,6 @@ class VenueData:
         gaps: list[Gap] | None = None
         kline_seqs = self.kline_seqs
         trade_seqs = self.trade_seqs
-        cache_kline = self.klines.update
         for item in items:
             cls = item.__class__
             if cls is Kline:
@@ -159,18 +159,19 @@ class VenueData:
                     continue
                 n = len(out)
                 gap: Gap | None = kseq.on_kline(kline, out)  # type: ignore[arg-type]
-                for i in range(n, len(out)):
-                    cache_kline(out[i])  # type: ignore[arg-type]
+                if len(out) > n:
+                    self._cache_from(out, n)
             elif cls is Trade:
                 trade: Trade = item  # type: ignore[assignment]
                 tseq = trade_seqs.get(trade.symbol)
                 if tseq is None:
                     out.append(item)
                     continue
-                emitted: list[Trade] = []
+                emitted = self._emitted  # reused: no list per trade on this path
                 gap = tseq.on_trade(trade, emitted)
                 if emitted:
                     self._emit_trades(trade.symbol, emitted, out)
+                    emitted.clear()
             elif cls is DepthDiff:
                 # Order-book diffs become ``book`` events once books are kept; until then
                 # they are counted, never passed on raw.
@@ -206,19 +207,21 @@ class VenueData:
         self, key: tuple[str, str], klines: Sequence[Kline], *, complete: bool, out: list[object]
     ) -> None:
         """One REST page of a kline fill."""
-        seq = self.kline_seqs[key]
         n = len(out)
-        seq.on_page(klines, out, complete=complete)  # type: ignore[arg-type]
-        for i in range(n, len(out)):
-            self.klines.update(out[i])  # type: ignore[arg-type]
+        self.kline_seqs[key].on_page(klines, out, complete=complete)  # type: ignore[arg-type]
+        self._cache_from(out, n)
 
     def abandon_klines(self, key: tuple[str, str], out: list[object]) -> None:
         """Give a kline fill up (the exchange refuses it): release what was held."""
-        seq = self.kline_seqs[key]
         n = len(out)
-        seq.abandon(out)  # type: ignore[arg-type]
-        for i in range(n, len(out)):
-            self.klines.update(out[i])  # type: ignore[arg-type]
+        self.kline_seqs[key].abandon(out)  # type: ignore[arg-type]
+        self._cache_from(out, n)
+
+    def _cache_from(self, out: list[object], start: int) -> None:
+        """Cache the klines a sequencer appended to ``out`` from index ``start`` on."""
+        update = self.klines.update
+        for i in range(start, len(out)):
+            update(out[i])  # type: ignore[arg-type]
 
     def apply_trade_page(
         self, symbol: str, trades: Sequence[Trade], *, complete: bool, out: list[object]

@@ -602,10 +602,9 @@ async def _history(venue: _Venue, symbol: str, interval: str, count: int) -> lis
     now = await _server_now(venue) - CLOSE_MARGIN_MS
     current = bucket_open(now, interval)  # still open: the history ends before it
     # The open times wanted: ``count`` buckets ending just before ``current``.
-    wanted = [current]
+    start = current
     for _ in range(count):
-        wanted.append(_previous_open(wanted[-1], interval))
-    start = wanted[-1]
+        start = _previous_open(start, interval)
     by_time: dict[int, Kline] = {}
     # The cache's contiguous tail is trusted; REST fills everything before it.
     tail: list[Kline] = []

@@ -173,17 +173,13 @@ class VenueIntegrity:
                 except RestRateLimited as exc:
                     self._fill_failed(gap, exc)
                     await trio.sleep(max(1.0, exc.until - trio.current_time()))
-                except RestError as exc:
+                except (RestError, MalformedFrame) as exc:
                     self._fill_failed(gap, exc)
-                    if _permanent(exc):
+                    if isinstance(exc, RestError) and _permanent(exc):
                         self._abandon(key, gap, exc, out)
                     else:
-                        delay = backoff.next_delay(trio.current_time())
-                        await trio.sleep(delay if delay is not None else FILL_RETRY.max_delay)
-                except MalformedFrame as exc:
-                    self._fill_failed(gap, exc)
-                    delay = backoff.next_delay(trio.current_time())
-                    await trio.sleep(delay if delay is not None else FILL_RETRY.max_delay)
+                        # FILL_RETRY never gives up (max_retries 0): a delay always comes.
+                        await trio.sleep(backoff.next_delay(trio.current_time()) or 0.0)
                 else:
                     backoff.retry = 0
                 if out:

@@ -380,24 +380,9 @@ class SqliteStore:
         """Stored klines with ``start <= open_time <= end`` (both optional, inclusive, as in
         exchange REST APIs), open_time ascending. With ``limit``: the first ``limit`` from
         ``start``, or, without ``start``, the last ``limit`` up to ``end``."""
-        where = "venue = ? AND symbol = ? AND interval = ?"
-        params: list[Any] = [venue, symbol, interval]
-        if start is not None:
-            where += " AND open_time >= ?"
-            params.append(start)
-        if end is not None:
-            where += " AND open_time <= ?"
-            params.append(end)
-        newest_first = limit is not None and start is None
-        sql = f"SELECT {_KLINE_COLUMNS} FROM klines WHERE {where} ORDER BY open_time"
-        if newest_first:
-            sql += " DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self._conn.execute(sql, params).fetchall()
-        if newest_first:
-            rows.reverse()
+        rows = self._range(
+            "klines", _KLINE_COLUMNS, "open_time", [venue, symbol, interval], start, end, limit
+        )
         return [_kline(row) for row in rows]
 
     def trades(
@@ -410,22 +395,42 @@ class SqliteStore:
     ) -> list[Trade]:
         """Stored trades with ``id >= from_id``, id ascending. With ``limit``: the first
         ``limit`` from ``from_id``, or, without ``from_id``, the last ``limit``."""
-        where = "venue = ? AND symbol = ?"
-        params: list[Any] = [venue, symbol]
-        if from_id is not None:
-            where += " AND id >= ?"
-            params.append(from_id)
-        newest_first = limit is not None and from_id is None
-        sql = f"SELECT {_TRADE_COLUMNS} FROM trades WHERE {where} ORDER BY id"
+        rows = self._range("trades", _TRADE_COLUMNS, "id", [venue, symbol], from_id, None, limit)
+        return [_trade(row) for row in rows]
+
+    def _range(
+        self,
+        table: str,
+        columns: str,
+        order: str,
+        key: list[Any],
+        low: int | None,
+        high: int | None,
+        limit: int | None,
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``table`` for one key (venue, symbol[, interval]) with ``low <= order <=
+        high``, ascending. With ``limit``: the first ``limit`` from ``low``, or, without
+        ``low``, the last ``limit`` up to ``high``."""
+        names = ("venue", "symbol", "interval")[: len(key)]
+        where = " AND ".join(f"{name} = ?" for name in names)
+        params: list[Any] = list(key)
+        if low is not None:
+            where += f" AND {order} >= ?"
+            params.append(low)
+        if high is not None:
+            where += f" AND {order} <= ?"
+            params.append(high)
+        newest_first = limit is not None and low is None
+        sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {order}"
         if newest_first:
             sql += " DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = self._conn.execute(sql, params).fetchall()
+        rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
         if newest_first:
             rows.reverse()
-        return [_trade(row) for row in rows]
+        return rows
 
     def mark_prices(self, venue: str, symbol: str) -> list[MarkPrice]:
         """Stored mark prices of one symbol, time ascending."""
