@@ -33,7 +33,7 @@ from .events import (
 )
 from .runtime.fanout import Subscription
 from .runtime.feed import Feed, open_feed
-from .runtime.status import ConnectionStatus, FeedStatus, VenueStatus
+from .runtime.status import ConnectionStatus, FeedStatus, SymbolStatus, VenueStatus
 
 __version__ = "0.1.0"
 
@@ -65,6 +65,7 @@ __all__ = [
     "Subscription",
     "Trade",
     "VenueConfig",
+    "SymbolStatus",
     "VenueStatus",
     "config_from_dict",
     "config_from_text",

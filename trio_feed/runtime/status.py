@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import cattrs
@@ -9,7 +10,7 @@ from attrs import frozen
 
 from .sinks import SinkStatus
 
-__all__ = ["ConnectionStatus", "FeedStatus", "VenueStatus"]
+__all__ = ["ConnectionStatus", "FeedStatus", "SymbolStatus", "VenueStatus"]
 
 _converter = cattrs.Converter()
 
@@ -31,6 +32,12 @@ class ConnectionStatus:
     malformed: int
     reconnects: int
     last_error: str | None
+    #: Streams of this connection that the heartbeat found silent for too long.
+    stale_streams: tuple[str, ...] = ()
+    #: Make-before-break replacements of the socket (lifetime limit, ``serverShutdown``).
+    rotations: int = 0
+    #: Messages sent to the venue (control messages and pings), over the feed's life.
+    sent: int = 0
 
 
 @frozen(slots=True)
@@ -69,6 +76,23 @@ class VenueStatus:
 
 
 @frozen(slots=True)
+class SymbolStatus:
+    """One symbol of one venue: its data-quality score and latest price."""
+
+    venue: str
+    symbol: str
+    #: Data quality in [0, 1] (see :mod:`trio_feed.core.quality`).
+    quality: float
+    #: Why the score last changed.
+    reason: str
+    #: This symbol's streams that are down or silent for too long now.
+    missing_streams: tuple[str, ...] = ()
+    #: The close of the newest kline of its shortest interval (open or closed), else the
+    #: price of its newest trade; None before either arrived.
+    last_close: Decimal | None = None
+
+
+@frozen(slots=True)
 class FeedStatus:
     """Everything ``feed.status()`` reports."""
 
@@ -78,6 +102,8 @@ class FeedStatus:
     subscriptions: int
     #: Each ``[[sinks]]`` table's writer.
     sinks: tuple[SinkStatus, ...] = ()
+    #: Every subscribed symbol, per venue.
+    symbols: tuple[SymbolStatus, ...] = ()
 
     @property
     def healthy(self) -> bool:
