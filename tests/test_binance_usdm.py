@@ -21,6 +21,7 @@ from trio_feed.venues.base import (
     RestRequest,
     ServerShutdown,
     StreamSpec,
+    VenueAdapter,
 )
 from trio_feed.venues.binance_usdm import KLINE_INTERVALS, BinanceUsdmAdapter
 
@@ -854,13 +855,81 @@ def test_parse_depth_rejects_malformed(body: str) -> None:
         A.parse_depth(body, "X")
 
 
-def test_exchange_info() -> None:
+def exchange_info() -> dict[str, Any]:
+    """The recorded exchangeInfo body (BTCUSDT and ETHUSDT)."""
+    body: dict[str, Any] = fixture("binance_usdm_rest_exchangeinfo")["recorded_trimmed"]
+    return body
+
+
+def test_exchange_info_request() -> None:
     assert A.exchange_info_request() == RestRequest("GET", "/fapi/v1/exchangeInfo", (), 1)
-    fx = fixture("binance_usdm_rest_exchangeinfo")
-    body = orjson.dumps(fx["recorded_trimmed"])
-    assert A.parse_exchange_info(body) == ["BTCUSDT", "ETHUSDT"]
-    info = json.loads(body)
-    info["symbols"][0]["status"] = "SETTLING"
-    assert A.parse_exchange_info(json.dumps(info)) == ["ETHUSDT"]
+    assert A.exchange_info_request().target == "/fapi/v1/exchangeInfo"
+
+
+def test_parse_listed_symbols_of_the_recorded_body() -> None:
+    info = exchange_info()
+    # Computed from the raw JSON, independently of the adapter.
+    expected = [
+        s["symbol"]
+        for s in info["symbols"]
+        if s["status"] == "TRADING" and s["contractType"] == "PERPETUAL"
+    ]
+    assert expected == ["BTCUSDT", "ETHUSDT"]
+    raw = (DATA / "binance_usdm_rest_exchangeinfo.json").read_bytes()
+    body = orjson.dumps(orjson.loads(raw)["recorded_trimmed"])
+    assert A.parse_listed_symbols(body) == expected
+    assert A.parse_listed_symbols(body.decode()) == expected
+
+
+def test_parse_listed_symbols_keeps_trading_perpetuals_in_order() -> None:
+    info = exchange_info()
+    btc, eth = info["symbols"]
+    entries = [
+        {**eth, "symbol": "SOLUSDT"},
+        {**btc, "symbol": "BTCUSDT_260327", "contractType": "CURRENT_QUARTER"},
+        {**btc, "symbol": "LUNAUSDT", "status": "SETTLING"},
+        {**btc, "symbol": "NEWUSDT", "status": "PENDING_TRADING"},
+        {**btc, "symbol": "OLDUSDT", "status": "CLOSE"},
+        btc,
+        {**eth, "symbol": "ETHUSDT_260626", "contractType": "NEXT_QUARTER"},
+        eth,
+    ]
+    body = json.dumps({**info, "symbols": entries})
+    assert A.parse_listed_symbols(body) == ["SOLUSDT", "BTCUSDT", "ETHUSDT"]
+    assert A.parse_listed_symbols(json.dumps({**info, "symbols": []})) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "not json",
+        "[]",
+        "null",
+        "{}",
+        '{"symbols": null}',
+        '{"symbols": {"symbol": "BTCUSDT"}}',
+        '{"symbols": ["BTCUSDT"]}',
+        '{"symbols": [{"symbol": "X"}]}',
+        '{"symbols": [{"symbol": "X", "status": "TRADING"}]}',
+        '{"symbols": [{"status": "TRADING", "contractType": "PERPETUAL"}]}',
+        '{"symbols": [{"symbol": 1, "status": "TRADING", "contractType": "PERPETUAL"}]}',
+        '{"symbols": [{"symbol": "X", "status": null, "contractType": "PERPETUAL"}]}',
+        '{"symbols": [{"symbol": "X", "status": "TRADING", "contractType": ["PERPETUAL"]}]}',
+        # A bad entry after a good one still fails: the shape is checked throughout.
+        '{"symbols": [{"symbol": "X", "status": "TRADING", "contractType": "PERPETUAL"},'
+        ' {"symbol": "Y", "status": "SETTLING"}]}',
+        '{"code": -1003, "msg": "Too many requests"}',
+    ],
+)
+def test_parse_listed_symbols_rejects_malformed(body: str) -> None:
     with pytest.raises(MalformedFrame, match="exchangeInfo"):
-        A.parse_exchange_info('{"symbols":[{"symbol":"X"}]}')
+        A.parse_listed_symbols(body)
+
+
+def test_listing_defaults_of_the_base_class_name_the_venue() -> None:
+    # Third-party adapters that predate listings inherit these.
+    with pytest.raises(NotImplementedError, match="binance-usdm"):
+        VenueAdapter.exchange_info_request(A)
+    with pytest.raises(NotImplementedError, match="binance-usdm"):
+        VenueAdapter.parse_listed_symbols(A, b"{}")

@@ -340,3 +340,17 @@ class VenueAdapter(abc.ABC):
     @abc.abstractmethod
     def parse_agg_trades(self, body: str | bytes, symbol: str) -> list[Trade]:
         """Trades (source ``rest``) from an `agg_trades_request` body, in id order."""
+
+    # ---- listings -----------------------------------------------------------------------
+    # Not abstract: adapters written before listings existed keep working; the shell treats
+    # NotImplementedError as "this venue cannot report its listings".
+
+    def exchange_info_request(self) -> RestRequest:
+        """The request for the venue's list of instruments (its ``exchangeInfo``)."""
+        raise NotImplementedError(f"{self.name}: exchange_info_request is not implemented")
+
+    def parse_listed_symbols(self, body: str | bytes) -> list[str]:
+        """The symbols a feed could subscribe now (currently trading, of the kind this
+        adapter streams), in the venue's order, from an `exchange_info_request` body.
+        Raises `MalformedFrame` if the body is not what the venue documents."""
+        raise NotImplementedError(f"{self.name}: parse_listed_symbols is not implemented")

@@ -651,12 +651,32 @@ class BinanceUsdmAdapter(VenueAdapter):
         """``GET /fapi/v1/exchangeInfo`` (weight 1)."""
         return RestRequest("GET", "/fapi/v1/exchangeInfo", weight=1)
 
-    def parse_exchange_info(self, body: str | bytes) -> list[str]:
-        """The symbols with status ``TRADING``, in the body's order."""
+    def parse_listed_symbols(self, body: str | bytes) -> list[str]:
+        """The perpetual contracts now trading (``status`` ``TRADING`` and ``contractType``
+        ``PERPETUAL``), in the body's order, from a ``/fapi/v1/exchangeInfo`` body.
+
+        Delivery (quarterly) contracts are left out: this adapter's streams name a symbol's
+        perpetual contract. Symbols not trading (``PENDING_TRADING``, ``SETTLING``, ``CLOSE``,
+        ...) are left out too. Every entry must be an object with string ``symbol``,
+        ``status`` and ``contractType``, else `MalformedFrame`.
+        """
         what = "/fapi/v1/exchangeInfo"
         with _rest_errors(what):
-            data = _rest_body(body, dict, what)
-            return [_str(s["symbol"]) for s in data["symbols"] if s["status"] == "TRADING"]
+            symbols = _rest_body(body, dict, what)["symbols"]
+            if type(symbols) is not list:
+                raise TypeError(f"'symbols' is not an array: {_short(symbols)}")
+            out: list[str] = []
+            for entry in symbols:
+                if type(entry) is not dict:
+                    raise TypeError(f"expected a symbol object: {_short(entry)}")
+                # Every entry is checked, not only the trading ones: a shape change in the
+                # venue's answer should fail loudly rather than silently list nothing.
+                name = _str(entry["symbol"])
+                status = _str(entry["status"])
+                contract_type = _str(entry["contractType"])
+                if status == "TRADING" and contract_type == "PERPETUAL":
+                    out.append(name)
+            return out
 
 
 # ---- helpers of the parser ---------------------------------------------------------------
