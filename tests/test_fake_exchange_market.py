@@ -350,3 +350,77 @@ def test_bad_arguments() -> None:
         SymbolSpec("btcusdt", Decimal(1), Decimal(1), Decimal(1))
     with pytest.raises(KeyError):
         FakeMarket().trades("NOPE")
+
+
+# --------------------------------------------------------------------------- listings
+
+
+def _symbol_history(market: FakeMarket, symbol: str) -> tuple[object, ...]:
+    out: list[object] = [market.trades(symbol), market.book(symbol), market.mark_price(symbol)]
+    out += [market.klines(symbol, i, include_open=True) for i in KLINE_INTERVALS]
+    return tuple(out)
+
+
+def test_a_listed_symbol_trades_from_its_listing_time() -> None:
+    market = FakeMarket(seed=21)
+    listed_at = START + 90_500  # mid-minute
+    market.advance_to(listed_at)
+    spec = market.add_symbol("SOLUSDT")
+    assert spec == SymbolSpec.default("SOLUSDT")
+    assert market.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    assert market.listed_at("SOLUSDT") == listed_at and market.listed_at("BTCUSDT") == START
+    assert market.trades("SOLUSDT") == [] and market.klines("SOLUSDT", "1m") == []
+    events = market.advance_to(START + 10 * 60_000)
+    trades = market.trades("SOLUSDT")
+    assert len(trades) > 500 and trades[0].time > listed_at
+    assert [e for e in events if isinstance(e, AggTrade) and e.symbol == "SOLUSDT"] == trades
+    # The first kline of each interval is the bucket holding the listing time (partial).
+    closed = market.klines("SOLUSDT", "1m")
+    assert closed[0].open_time == START + 60_000 and len(closed) == 9
+    assert [_as_row(b) for b in closed] == _recompute(
+        trades, "1m", START + 60_000, START + 9 * 60_000, Decimal("100.000")
+    )
+    assert market.current_kline("SOLUSDT", "1h").open_time == START
+    book = market.book("SOLUSDT")
+    assert book.bids and book.asks and book.bids[0][0] < book.asks[0][0]
+    assert market.mark_price("SOLUSDT").symbol == "SOLUSDT"
+    with pytest.raises(ValueError, match="already listed"):
+        market.add_symbol("SOLUSDT")
+    with pytest.raises(ValueError, match="already listed"):
+        market.add_symbol("BTCUSDT")
+
+
+def test_a_listing_depends_only_on_its_seed_name_and_time() -> None:
+    listed_at = START + 30_000
+    end = START + 5 * 60_000
+    runs = []
+    # XRPUSDT is listed earlier, later or never; SOLUSDT always at the same moment.
+    for xrp_at in (START + 1_000, START + 120_000, None):
+        market = FakeMarket(seed=22)
+        if xrp_at is not None and xrp_at < listed_at:
+            market.advance_to(xrp_at)
+            market.add_symbol("XRPUSDT")
+        market.advance_to(listed_at)
+        market.add_symbol(SymbolSpec("SOLUSDT", Decimal("150.00"), Decimal("0.01"), Decimal("1")))
+        if xrp_at is not None and xrp_at > listed_at:
+            market.advance_to(xrp_at)
+            market.add_symbol("XRPUSDT", trade_rate=5.0)
+        market.advance_to(end)
+        runs.append((_symbol_history(market, "SOLUSDT"), _symbol_history(market, "BTCUSDT")))
+    assert runs[0] == runs[1] == runs[2]
+    # Listings never disturb the symbols that were there: same as a market without them.
+    plain = FakeMarket(seed=22)
+    plain.advance_to(end)
+    assert runs[0][1] == _symbol_history(plain, "BTCUSDT")
+    assert runs[0][0][0][0].price.as_tuple().exponent == -2  # the spec's tick
+
+
+def test_listing_trade_rates() -> None:
+    market = FakeMarket(seed=23, trade_rate={"BTCUSDT": 1.0, "DOGEUSDT": 20.0})
+    market.add_symbol("DOGEUSDT")  # the mapping's rate
+    market.add_symbol("XRPUSDT")  # not in the mapping: no trades, as at construction
+    market.add_symbol("ADAUSDT", trade_rate=0.0)
+    market.advance_to(START + 60_000)
+    assert 900 < market.trade_count("DOGEUSDT") < 1500
+    assert market.trade_count("XRPUSDT") == market.trade_count("ADAUSDT") == 0
+    assert 30 < market.trade_count("BTCUSDT") < 100

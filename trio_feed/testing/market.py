@@ -7,6 +7,8 @@ and gets back what happened in between, in time order. Everything is drawn from
 happens at a time fixed by the seed alone (trades at Poisson arrival times, book steps on a
 fixed grid of exchange time), so the history does not depend on how often ``advance_to`` is
 called: advancing in one call or in a thousand gives the same trades, klines and book.
+Symbols can be added while the market runs (`FakeMarket.add_symbol`, a new listing); a
+symbol's history then depends only on the seed, its name and the time it was listed.
 
 Internally prices are integers counted in ticks and quantities integers counted in lot steps,
 so sums are exact; the public records carry `decimal.Decimal` values with the symbol's tick or
@@ -175,25 +177,54 @@ class FakeMarket:
         self.book_levels = book_levels
         self.book_events = book_events
         self._now = start_time_ms
+        self._trade_rate = trade_rate
+        self._depth_history = depth_history
         self._states: dict[str, _SymbolState] = {}
-        for index, spec in enumerate(specs):
-            rate = (
-                trade_rate.get(spec.symbol, 0.0) if isinstance(trade_rate, Mapping) else trade_rate
-            )
-            self._states[spec.symbol] = self._new_state(spec, index, float(rate), depth_history)
+        self._listed_at: dict[str, int] = {}
+        for spec in specs:
+            self._add(spec, self._rate_of(spec.symbol, None))
 
     # ------------------------------------------------------------------ set-up
 
-    def _new_state(
-        self, spec: SymbolSpec, index: int, rate: float, depth_history: int
-    ) -> _SymbolState:
+    def _rate_of(self, symbol: str, rate: float | None) -> float:
+        if rate is not None:
+            return float(rate)
+        if isinstance(self._trade_rate, Mapping):
+            return float(self._trade_rate.get(symbol, 0.0))
+        return float(self._trade_rate)
+
+    def _add(self, spec: SymbolSpec, rate: float) -> None:
+        index = len(self._states)
+        self._states[spec.symbol] = self._new_state(spec, index, rate, self._now)
+        self._listed_at[spec.symbol] = self._now
+
+    def add_symbol(self, symbol: str | SymbolSpec, trade_rate: float | None = None) -> SymbolSpec:
+        """List a new symbol: it trades from `now_ms` on, like the others.
+
+        Its first klines are the buckets containing `now_ms` (the first of each interval is
+        partial, holding only what traded after the listing), its book starts fresh around
+        ``start_price``, and its random draws are seeded from the market's seed and the
+        symbol's name alone, so its history is the same whenever other symbols were listed.
+        ``trade_rate`` None takes the rate the market's ``trade_rate`` gives this symbol.
+        Returns its `SymbolSpec`; ValueError if the symbol is already in the market.
+        """
+        spec = symbol if isinstance(symbol, SymbolSpec) else SymbolSpec.default(symbol)
+        if spec.symbol in self._states:
+            raise ValueError(f"{spec.symbol} is already listed")
+        self._add(spec, self._rate_of(spec.symbol, trade_rate))
+        return spec
+
+    def listed_at(self, symbol: str) -> int:
+        """Exchange ms at which ``symbol`` was listed (``start_time_ms`` for the first ones)."""
+        return self._listed_at[symbol]
+
+    def _new_state(self, spec: SymbolSpec, index: int, rate: float, start: int) -> _SymbolState:
         # One generator per symbol and purpose, seeded from a string (hashed with SHA-512 by
         # `random`, so independent of PYTHONHASHSEED): adding a symbol or reading mark prices
         # never shifts another symbol's trades.
         rng_trades = random.Random(f"{self.seed}:{spec.symbol}:trades")
         rng_book = random.Random(f"{self.seed}:{spec.symbol}:book")
         price = int(spec.start_price / spec.tick_size)
-        start = self.start_time_ms
         buckets = {
             name: _Bucket(kline_open_time(start, name), price, price, price, price)
             for name in KLINE_INTERVALS
@@ -219,7 +250,7 @@ class FakeMarket:
                 price,
                 start,
                 levels=self.book_levels,
-                history=depth_history,
+                history=self._depth_history,
                 base_id=base_id,
                 rng=rng_book,
             ),

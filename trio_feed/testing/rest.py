@@ -30,6 +30,9 @@ from .records import KLINE_INTERVALS, KlineBar
 
 __all__ = ["FakeRestApi", "RestRequestRecord", "RestResponse"]
 
+#: ``onboardDate`` of the symbols the market starts with (BTCUSDT's real one, 2019-09-25).
+_ONBOARD_DATE = 1_569_398_400_000
+
 _DEPTH_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 
 _DEFAULT_BODIES: dict[int, dict[str, Any]] = {
@@ -143,11 +146,16 @@ class FakeRestApi:
     ``/fapi/v1/klines``, ``/fapi/v1/continuousKlines``, ``/fapi/v1/aggTrades`` and
     ``/fapi/v1/depth``. The caller advances the market to ``now_ms`` before calling `handle`.
 
+    ``/fapi/v1/exchangeInfo`` lists every symbol of the market, in listing order: status
+    ``TRADING``, or ``SETTLING`` once in `delisted`; its ``onboardDate`` is the listing time
+    for symbols listed while the market ran (`FakeMarket.add_symbol`).
+
     Attributes:
       requests: every request handled, in order (`RestRequestRecord`).
       calls: number of requests per path.
       weight_limit: REQUEST_WEIGHT per minute (2400).
       ban_ms: length of a 418 ban in milliseconds.
+      delisted: symbols exchangeInfo reports as ``SETTLING`` (`FakeExchange.delist_symbol`).
     """
 
     def __init__(
@@ -158,6 +166,7 @@ class FakeRestApi:
         self.ban_ms = int(ban_seconds * 1000)
         self.requests: list[RestRequestRecord] = []
         self.calls: Counter[str] = Counter()
+        self.delisted: set[str] = set()
         self._faults: dict[str, deque[_Fault]] = {}
         self._minute = -1
         self._used = 0
@@ -327,14 +336,16 @@ class FakeRestApi:
             base = name.removesuffix("USDT") if name.endswith("USDT") else name[:-3]
             tick_decimals = max(0, -int(spec.tick_size.as_tuple().exponent))
             step_decimals = max(0, -int(spec.step_size.as_tuple().exponent))
+            listed_at = self.market.listed_at(name)
+            onboard = _ONBOARD_DATE if listed_at == self.market.start_time_ms else listed_at
             symbols.append(
                 {
                     "symbol": name,
                     "pair": name,
                     "contractType": "PERPETUAL",
                     "deliveryDate": 4133404800000,
-                    "onboardDate": 1569398400000,
-                    "status": "TRADING",
+                    "onboardDate": onboard,
+                    "status": "SETTLING" if name in self.delisted else "TRADING",
                     "baseAsset": base,
                     "quoteAsset": "USDT",
                     "marginAsset": "USDT",
