@@ -17,7 +17,8 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from trio_feed.testing import FakeExchange
+from trio_feed.testing import FakeExchange, kline_open_time
+from trio_feed.venues.binance_usdm import BinanceUsdmAdapter
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -580,6 +581,7 @@ async def test_incoming_message_limit(autojump_clock: trio.abc.Clock) -> None:
             await trio.sleep(0.1)
         assert fake.connections[0].is_open
         assert fake.connections[0].messages_received == 30
+        assert fake.connections[0].max_messages_in_window == 10  # no headroom left
         # Eleven within one second: closed as the eleventh arrives.
         await trio.sleep(1)
         for i in range(11):
@@ -589,7 +591,9 @@ async def test_incoming_message_limit(autojump_clock: trio.abc.Clock) -> None:
         await trio.testing.wait_all_tasks_blocked()
         record = fake.connections[0]
         assert record.incoming_limit_exceeded and record.close_reason == "incoming-limit"
-        assert record.messages_received == 41 and len(replies) <= 10
+        # 41 requests and pings, and the client's close frame answering the fake's 1008.
+        assert record.messages_received == 42 and len(replies) <= 10
+        assert record.max_messages_in_window == 12  # the burst, and the close frame
         assert fake.incoming_limit_violations == 1
         fake.set_incoming_limit(100)
         async with open_ws(fake, "/market/ws") as ws:
@@ -611,7 +615,7 @@ async def test_lifetime_and_server_pings(autojump_clock: trio.abc.Clock) -> None
         record = fake.connections[0]
         assert record.close_reason == "lifetime" and record.close_code == 1001
         assert record.pings_sent == 5  # answered automatically by the client
-        assert record.messages_received == 5  # the client's pongs
+        assert record.messages_received == 6  # the client's pongs and its close frame
 
 
 async def test_slow_client_is_disconnected(autojump_clock: trio.abc.Clock) -> None:
@@ -882,6 +886,309 @@ async def test_rest_faults(autojump_clock: trio.abc.Clock, base_url: str) -> Non
             assert faulted.status_code == 500 and faulted.json() == {"code": -1000, "msg": "boom"}
             assert (await client.get("/fapi/v1/time")).status_code == 200
         assert fake.rest_calls["/fapi/v1/depth"] == 4
+
+
+# --------------------------------------------------------------------------- live operations
+
+
+def rest_client(fake: FakeExchange) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=fake.rest_transport, base_url="https://fapi.binance.com")
+
+
+async def listed(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    info = (await client.get("/fapi/v1/exchangeInfo")).json()
+    return {s["symbol"]: s for s in info["symbols"]}
+
+
+async def test_list_symbol_while_running(autojump_clock: trio.abc.Clock) -> None:
+    adapter = BinanceUsdmAdapter()
+    early = "/market/stream?streams=solusdt@aggTrade/btcusdt@aggTrade"
+    async with (
+        FakeExchange(seed=40) as fake,
+        rest_client(fake) as client,
+        open_ws(fake, early) as ws,
+    ):
+        # Not listed yet: its stream is accepted and silent, REST does not know it.
+        assert by_stream(await receive_for(ws, 5), "solusdt@aggTrade") == []
+        assert list(await listed(client)) == ["BTCUSDT", "ETHUSDT"]
+        response = await client.get("/fapi/v1/klines?symbol=SOLUSDT&interval=1m")
+        assert response.status_code == 400 and response.json()["code"] == -1121
+        listed_at = fake.now_ms()
+        spec = fake.list_symbol("SOLUSDT", trade_rate=5.0)
+        assert spec.symbol == "SOLUSDT" and "SOLUSDT" in fake.market.symbols
+        # The connection that asked early receives it from now on.
+        early_trades = by_stream(await receive_for(ws, 20), "solusdt@aggTrade")
+        assert len(early_trades) > 50 and early_trades[0]["T"] > listed_at
+        # New subscriptions of every kind deliver, on both routes.
+        names = ["solusdt@kline_1m", "solusdt@markPrice@1s", "solusdt_perpetual@continuousKline_1m"]
+        reply = await request(ws, {"method": "SUBSCRIBE", "params": names, "id": 1})
+        assert reply == {"result": None, "id": 1}
+        messages = await receive_for(ws, 3)
+        assert all(by_stream(messages, name) for name in names)
+        async with open_ws(fake, "/public/stream?streams=solusdt@depth@100ms") as public:
+            diffs = by_stream(await receive_for(public, 2), "solusdt@depth@100ms")
+            assert diffs and diffs[0]["s"] == "SOLUSDT"
+        # REST answers for it, and exchangeInfo lists it, onboarded at the listing.
+        rows = (await client.get("/fapi/v1/klines?symbol=SOLUSDT&interval=1m")).json()
+        assert rows[0][0] == kline_open_time(listed_at, "1m")
+        trades = (await client.get("/fapi/v1/aggTrades?symbol=SOLUSDT&limit=1000")).json()
+        assert trades[0]["a"] == early_trades[0]["a"] == fake.market.first_agg_id("SOLUSDT")
+        depth = (await client.get("/fapi/v1/depth?symbol=SOLUSDT&limit=5")).json()
+        assert len(depth["bids"]) == 5
+        symbols = await listed(client)
+        assert list(symbols) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+        assert symbols["SOLUSDT"]["status"] == "TRADING"
+        assert symbols["SOLUSDT"]["onboardDate"] == listed_at
+        assert symbols["SOLUSDT"]["filters"][0]["tickSize"] == "0.001"
+        # The adapter reads the fake's answer like the real one.
+        body = (await client.get("/fapi/v1/exchangeInfo")).content
+        assert adapter.parse_listed_symbols(body) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+        fake.delist_symbol("BTCUSDT")
+        body = (await client.get("/fapi/v1/exchangeInfo")).content
+        assert adapter.parse_listed_symbols(body) == ["ETHUSDT", "SOLUSDT"]
+        assert (await listed(client))["BTCUSDT"]["status"] == "SETTLING"
+        # Delisting changes the listing only.
+        assert by_stream(await receive_for(ws, 2), "btcusdt@aggTrade")
+        assert (await client.get("/fapi/v1/depth?symbol=BTCUSDT&limit=5")).status_code == 200
+        with pytest.raises(ValueError, match="already listed"):
+            fake.list_symbol("SOLUSDT")
+        with pytest.raises(ValueError, match="already listed"):
+            fake.list_symbol("BTCUSDT")
+        with pytest.raises(ValueError, match="unknown symbol"):
+            fake.delist_symbol("DOGEUSDT")
+
+
+async def test_listed_symbol_frames_are_deterministic(autojump_clock: trio.abc.Clock) -> None:
+    runs = []
+    for other_at in (2.0, 9.0):  # another listing, before or after SOLUSDT's
+        async with FakeExchange(seed=41) as fake:
+            path = "/market/stream?streams=solusdt@aggTrade/solusdt@kline_1m"
+            async with open_ws(fake, path) as ws:
+                await trio.sleep(other_at if other_at < 5 else 5)
+                if other_at < 5:
+                    fake.list_symbol("XRPUSDT")
+                    await trio.sleep(5 - other_at)
+                fake.list_symbol("SOLUSDT")
+                frames = await receive_for(ws, 70)
+                if other_at > 5:
+                    fake.list_symbol("XRPUSDT")
+            runs.append((frames, fake.market.trades("SOLUSDT")))
+    assert runs[0] == runs[1]
+    frames, truth = runs[0]
+    streamed = by_stream(frames, "solusdt@aggTrade")
+    assert [d["a"] for d in streamed] == [t.agg_id for t in truth][: len(streamed)]
+    assert any(k["k"]["x"] for k in by_stream(frames, "solusdt@kline_1m"))
+
+
+async def test_ignore_close_handshake(autojump_clock: trio.abc.Clock) -> None:
+    async with FakeExchange(lifetime=100, server_ping_interval=30) as fake:
+        fake.ignore_close_handshake()
+        async with open_ws(fake, "/market/stream?streams=btcusdt@aggTrade") as ws:
+            await trio.sleep(1)
+            with trio.move_on_after(200) as timeout:
+                await ws.aclose(code=1000)  # never answered: waits past the fake's lifetime
+            assert timeout.cancelled_caught
+            record = fake.connections[0]
+            assert record.close_frame_ignored and record.is_open and record.pings_sent == 0
+        # Giving up, the client closed the transport (trio-websocket does on cancel).
+        await trio.testing.wait_all_tasks_blocked()
+        assert record.close_reason == "client" and record.close_code is None
+        assert record.closed_at == pytest.approx(201.0)
+        assert record.messages_received == 1  # the close frame counts
+        # Closes the fake starts still complete: the client's answer goes through.
+        async with open_ws(fake, "/market/ws") as ws:
+            fake.drop_connections(abrupt=False)
+            _, code = await receive_until_closed(ws)
+        await trio.testing.wait_all_tasks_blocked()
+        assert code == 1001
+        assert fake.connections[1].close_code == 1001
+        assert not fake.connections[1].close_frame_ignored
+        # Off again: a client's close is answered at once.
+        fake.ignore_close_handshake(False)
+        async with open_ws(fake, "/market/ws") as ws:
+            with trio.fail_after(1):
+                await ws.aclose(code=1000)
+        await trio.testing.wait_all_tasks_blocked()
+        assert fake.connections[2].close_code == 1000
+        assert not fake.connections[2].close_frame_ignored
+
+
+async def test_a_hung_connection_ends_with_a_drop(autojump_clock: trio.abc.Clock) -> None:
+    async with FakeExchange() as fake:
+        fake.ignore_close_handshake()
+        async with open_ws(fake, "/market/stream?streams=btcusdt@aggTrade") as ws:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ws.aclose)
+                await trio.sleep(3)
+                assert fake.connections[0].close_frame_ignored
+                assert fake.drop_connections() == 1  # the transport ends: aclose returns
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_time() == pytest.approx(3.0)
+        assert fake.connections[0].close_reason == "dropped"
+
+
+async def test_attempt_times_and_the_attempt_limit(autojump_clock: trio.abc.Clock) -> None:
+    async with FakeExchange(max_attempts_per_window=(3, 10.0)) as fake:
+        fake.refuse_next(1)
+        with pytest.raises(OSError, match="refused"):
+            await fake.connect("wss://fstream.binance.com/market/ws")
+        for at in (1.0, 2.0):
+            await trio.sleep_until(at)
+            async with open_ws(fake, "/market/ws"):
+                pass
+        await trio.sleep_until(3.0)
+        rejected = await handshake_rejection(fake, "/market/ws")
+        # Four attempts in 10 s: the oldest two must leave the window (at 11 s) first.
+        assert rejected.status_code == 429 and (b"retry-after", b"8") in rejected.headers
+        assert fake.attempt_limit_violations == 1 and fake.refused == 1
+        await trio.sleep_until(10.5)  # refused attempts count too: still over
+        assert (await handshake_rejection(fake, "/market/ws")).status_code == 429
+        await trio.sleep_until(13.01)
+        async with open_ws(fake, "/market/ws"):
+            pass
+        assert fake.attempt_times == pytest.approx([0.0, 1.0, 2.0, 3.0, 10.5, 13.01])
+        assert fake.attempts == 6 and fake.attempt_limit_violations == 2
+        assert [c.opened_at for c in fake.connections] == pytest.approx([1.0, 2.0, 13.01])
+    with pytest.raises(ValueError, match="max_attempts_per_window"):
+        FakeExchange(max_attempts_per_window=(0, 1.0))
+
+
+async def test_every_client_frame_counts(autojump_clock: trio.abc.Clock) -> None:
+    async with FakeExchange(max_incoming_per_second=4) as fake:
+        async with open_ws(fake, "/market/ws") as ws:
+            await request(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1})  # text
+            await ws.send_message(b'{"method": "LIST_SUBSCRIPTIONS", "id": 2}')  # binary
+            await ws.ping(b"1")
+            await ws.pong(b"2")
+            await trio.sleep(0.5)
+            record = fake.connections[0]
+            assert record.messages_received == 4 and record.max_messages_in_window == 4
+            assert record.is_open and fake.incoming_limit_violations == 0
+            await ws.aclose()  # the fifth within the second, over the limit of four
+        await trio.testing.wait_all_tasks_blocked()
+        assert record.messages_received == 5 and record.max_messages_in_window == 5
+        assert record.incoming_limit_exceeded and fake.incoming_limit_violations == 1
+        # Spread out, the same five messages leave headroom.
+        async with open_ws(fake, "/market/ws") as ws:
+            for i in range(4):
+                await ws.ping(str(i).encode())
+                await trio.sleep(0.6)
+            await ws.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert fake.connections[1].max_messages_in_window == 2
+        assert fake.connections[1].close_reason == "client"
+        assert fake.incoming_limit_violations == 1
+
+
+async def test_silence_survives_resubscription(autojump_clock: trio.abc.Clock) -> None:
+    path = "/market/stream?streams=btcusdt@aggTrade/ethusdt@aggTrade"
+    async with FakeExchange(seed=42) as fake, open_ws(fake, path) as ws:
+        fake.silence("btcusdt@aggTrade")
+        await request(ws, {"method": "UNSUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 1})
+        await request(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 2})
+        messages = await receive_for(ws, 10)
+        assert by_stream(messages, "ethusdt@aggTrade")
+        assert by_stream(messages, "btcusdt@aggTrade") == []
+        async with open_ws(fake, "/market/stream?streams=btcusdt@aggTrade") as fresh:
+            assert await receive_for(fresh, 5) == []  # a new connection does not help either
+        fake.silence("btcusdt@aggTrade", on=False)
+        assert by_stream(await receive_for(ws, 5), "btcusdt@aggTrade")
+
+
+async def test_silence_healed_by_resubscription(autojump_clock: trio.abc.Clock) -> None:
+    path = "/market/stream?streams=btcusdt@aggTrade/ethusdt@aggTrade"
+    async with FakeExchange(seed=43) as fake, open_ws(fake, path) as ws:
+        fake.silence("btcusdt@aggTrade", resubscribe_heals=True)
+        assert by_stream(await receive_for(ws, 5), "btcusdt@aggTrade") == []
+        # Subscribing what the connection already holds changes nothing.
+        await request(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 1})
+        assert by_stream(await receive_for(ws, 5), "btcusdt@aggTrade") == []
+        await request(ws, {"method": "UNSUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 2})
+        await request(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 3})
+        healed = by_stream(await receive_for(ws, 5), "btcusdt@aggTrade")
+        assert healed and healed == fake.sent("btcusdt@aggTrade")
+        assert fake.connections[0].is_open
+
+
+async def test_stall_connection_streams(autojump_clock: trio.abc.Clock) -> None:
+    path = "/market/stream?streams=btcusdt@aggTrade/btcusdt@kline_1m"
+    async with (
+        FakeExchange(seed=44) as fake,
+        open_ws(fake, path) as stalled,
+        open_ws(fake, path) as other,
+    ):
+        await trio.sleep(1)
+        fake.stall_connection_streams(1)
+        assert fake.connections[0].streams_stalled
+        await receive_for(stalled, 0.5)  # what was queued before the stall
+        assert await receive_for(stalled, 5) == []
+        with trio.fail_after(1):
+            await stalled.ping(b"still there?")  # answered
+        # Re-subscribing is acknowledged and does not help.
+        names = ["btcusdt@aggTrade"]
+        assert await request(stalled, {"method": "UNSUBSCRIBE", "params": names, "id": 1}) == {
+            "result": None,
+            "id": 1,
+        }
+        await request(stalled, {"method": "SUBSCRIBE", "params": [*names, "ethusdt@aggTrade"]})
+        assert await receive_for(stalled, 5) == []
+        assert by_stream(await receive_for(other, 1), "btcusdt@aggTrade")
+        async with open_ws(fake, path) as fresh:  # only a new connection helps
+            assert by_stream(await receive_for(fresh, 2), "btcusdt@aggTrade")
+        assert fake.connections[0].is_open and not fake.connections[1].streams_stalled
+        assert fake.sent("btcusdt@aggTrade", connection=1)[-1]["E"] <= START + 1_500
+        with pytest.raises(ValueError, match="no live connection"):
+            fake.stall_connection_streams(99)
+
+
+async def test_shutdown_closes_after_the_grace(autojump_clock: trio.abc.Clock) -> None:
+    async with (
+        FakeExchange(seed=45) as fake,
+        open_ws(fake, "/market/stream?streams=btcusdt@aggTrade") as ws,
+    ):
+        await trio.sleep(2)
+        assert fake.announce_shutdown() == 1
+        assert fake.connections[0].shutdown_at == pytest.approx(32.0031)
+        texts, code = await receive_until_closed(ws)
+        assert code == 1001
+        assert trio.current_time() == pytest.approx(32.0031)
+        frames = [json.loads(t) for t in texts]
+        shutdown = frames.index(
+            {"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": START + 2_000}}
+        )
+        after = by_stream(frames[shutdown + 1 :], "btcusdt@aggTrade")
+        assert after and after[-1]["T"] > START + 30_000  # delivered through the grace
+        await trio.testing.wait_all_tasks_blocked()
+        record = fake.connections[0]
+        assert record.close_reason == "shutdown" and record.close_code == 1001
+        assert fake.announce_shutdown() == 0
+
+
+async def test_shutdown_grace_variants(autojump_clock: trio.abc.Clock) -> None:
+    async with FakeExchange(shutdown_grace=5.0, lifetime=40.0) as fake:
+        async with open_ws(fake, "/market/ws") as ws:
+            fake.announce_shutdown()
+            await trio.sleep(3)
+            fake.announce_shutdown()  # a later announcement does not postpone the close
+            _, code = await receive_until_closed(ws)
+        assert code == 1001 and trio.current_time() == pytest.approx(5.0031)
+        async with open_ws(fake, "/market/ws") as ws:
+            fake.announce_shutdown()
+            await ws.aclose()  # the client leaves first
+        await trio.sleep(10)
+        assert fake.connections[1].close_reason == "client"
+        # The lifetime still wins when it comes first.
+        async with open_ws(fake, "/market/ws") as ws:
+            await trio.sleep(38)
+            fake.announce_shutdown()
+            _, code = await receive_until_closed(ws)
+        await trio.testing.wait_all_tasks_blocked()
+        assert fake.connections[2].close_reason == "lifetime"
+        assert fake.connections[2].closed_at - fake.connections[2].opened_at == pytest.approx(
+            40.0031
+        )
+    with pytest.raises(ValueError, match="shutdown_grace"):
+        FakeExchange(shutdown_grace=-1)
 
 
 # --------------------------------------------------------------------------- loopback

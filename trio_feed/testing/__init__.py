@@ -22,6 +22,14 @@ feed, or your own strategy, in virtual time::
             fake.drop_connections()          # and many more faults: see FakeExchange
             nursery.cancel_scope.cancel()
 
+Beyond trading, the fake models what a long-running feed meets: new listings and
+delistings (`FakeExchange.list_symbol`, `FakeExchange.delist_symbol`), server rotations
+(`FakeExchange.announce_shutdown`, closing after ``shutdown_grace``), dropped, refused,
+black-holed and hanging connections (`FakeExchange.ignore_close_handshake`), the
+connection-attempt and incoming-message limits, and silent or stalled streams
+(`FakeExchange.silence`, `FakeExchange.stall_connection_streams`). `ConnectionRecord` tells
+a test what each connection saw and did.
+
 Modules: `records` (what the market publishes), `market` (the simulation), `wire` (Binance
 stream names and payloads), `rest` (the REST API), `http` (the loopback HTTP server) and
 `exchange` (the Trio shell).

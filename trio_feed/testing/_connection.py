@@ -2,7 +2,9 @@
 
 `serve_websocket` runs a connection from the upgrade request to the end: it wraps the byte
 stream with trio-websocket's `wrap_server_stream`, refuses or accepts the handshake, and runs
-a `Connection`'s four tasks (writer, reader, pinger, lifetime timer) until something closes it.
+a `Connection`'s four tasks (writer, reader, pinger, close timer) until something closes it.
+The close timer ends the connection at its lifetime or, after a ``serverShutdown``
+announcement, once the shutdown grace has passed.
 Everything the exchange-wide state needs (subscriptions, control replies, the sent log,
 counters) goes through the `ConnectionOwner` protocol, which `FakeExchange` implements.
 
@@ -57,18 +59,30 @@ class ConnectionRecord:
         nothing on this route); after the close, those subscribed at the end.
       opened_at / closed_at: trio clock times; opened_at_ms / closed_at_ms: exchange time.
       close_reason: why it ended: ``"client"`` (the client closed or vanished),
-        ``"dropped"`` (`FakeExchange.drop_connections`), ``"lifetime"``,
+        ``"dropped"`` (`FakeExchange.drop_connections`), ``"lifetime"``, ``"shutdown"``
+        (closed at the end of the grace after `FakeExchange.announce_shutdown`),
         ``"incoming-limit"``, ``"slow-client"``, ``"pong-timeout"`` or ``"exchange-closed"``
         (the fake shut down). Set as soon as the close is decided.
       close_code: the code of the close frame the fake sent or received; None when the
-        connection ended without one (the client then sees 1006).
-      messages_received: WebSocket messages from the client, pings and pongs included.
+        connection ended without one (the client then sees 1006), and when the client's
+        close frame was ignored.
+      messages_received: WebSocket messages from the client: text and binary messages,
+        pings, pongs and the close frame.
+      max_messages_in_window: the most client messages seen within any one second (the
+        figure the incoming limit compares with ``max_incoming_per_second``).
       control_messages: the client's text messages, as received.
       incoming_limit_exceeded: the client broke the incoming-messages-per-second limit.
       frames_sent: frames written to the client (data, replies and malformed frames).
       malformed_sent: malformed frames queued by `FakeExchange.send_malformed`.
       pings_sent: WebSocket pings the fake sent.
       black_holed: `FakeExchange.black_hole` froze this connection.
+      close_frame_ignored: the client sent a close frame while
+        `FakeExchange.ignore_close_handshake` was on; the fake never answered it and the
+        connection hung until the client closed the transport.
+      streams_stalled: `FakeExchange.stall_connection_streams` silenced every stream of
+        this connection.
+      shutdown_at: trio clock time at which the fake closes the connection after
+        `FakeExchange.announce_shutdown` (None if never announced).
     """
 
     id: int
@@ -83,12 +97,16 @@ class ConnectionRecord:
     close_reason: str | None = None
     close_code: int | None = None
     messages_received: int = 0
+    max_messages_in_window: int = 0
     control_messages: list[str] = field(factory=list)
     incoming_limit_exceeded: bool = False
     frames_sent: int = 0
     malformed_sent: int = 0
     pings_sent: int = 0
     black_holed: bool = False
+    close_frame_ignored: bool = False
+    streams_stalled: bool = False
+    shutdown_at: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -108,6 +126,8 @@ class ConnectionOwner(Protocol):
     handshake_timeout: float
 
     def now_ms(self) -> int: ...
+
+    def _ignores_close(self) -> bool: ...
 
     def _next_connection_id(self) -> int: ...
 
@@ -148,6 +168,10 @@ class Connection:
         self._incoming: deque[float] = deque()
         self._send, self._recv = trio.open_memory_channel[_Outgoing](owner.send_queue_size)
         self._scope: trio.CancelScope | None = None
+        # The close timer's scope: its deadline is the lifetime, or the end of a shutdown
+        # grace if that comes first (`schedule_shutdown` moves it).
+        self._lifetime_end = record.opened_at + owner.timer_offset + owner.lifetime
+        self._timer = trio.CancelScope(deadline=self._lifetime_end)
 
     @property
     def closing(self) -> bool:
@@ -156,7 +180,7 @@ class Connection:
 
     def enqueue(self, stream: str | None, payload: str | None, text: str) -> None:
         """Queue a frame; an overflowing queue (the client does not read) drops the client."""
-        if self.close_request is not None or self.server.frozen:
+        if self.close_request is not None or self.server.frozen or self.server.hung:
             return
         try:
             self._send.send_nowait(_Outgoing(stream, payload, text))
@@ -192,12 +216,33 @@ class Connection:
         # float sums of 0.1 s sleeps from deciding that).
         while window and window[0] <= now - 1.0 + 1e-6:
             window.popleft()
+        # Every window that holds the most messages ends at a message: checking here, after
+        # each one, finds the maximum over all windows.
+        if len(window) > self.record.max_messages_in_window:
+            self.record.max_messages_in_window = len(window)
         over = len(window) > self.owner.max_incoming_per_second
         if over and not self.record.incoming_limit_exceeded:
             self.record.incoming_limit_exceeded = True
             self.request_close(
                 "incoming-limit", code=1008, reason="Too many messages", abrupt=False
             )
+
+    def on_client_close(self) -> bool:
+        """The client's close frame is arriving: True to ignore it (never answer it).
+
+        Only a close the client starts is ignored; one that answers a close the fake has
+        decided on goes through, so the fake's own closes still complete.
+        """
+        if self.close_request is not None or not self.owner._ignores_close():
+            return False
+        self.record.close_frame_ignored = True
+        return True
+
+    def schedule_shutdown(self, at: float) -> None:
+        """Close with 1001 at trio time ``at`` (the earliest of several calls wins)."""
+        if self.record.shutdown_at is None or at < self.record.shutdown_at:
+            self.record.shutdown_at = at
+        self._timer.deadline = min(self._timer.deadline, at)
 
     async def run(self) -> None:
         """Run the connection's tasks until a close is decided, then close."""
@@ -209,7 +254,7 @@ class Connection:
                 tasks.start_soon(self._writer)
                 tasks.start_soon(self._reader)
                 tasks.start_soon(self._pinger)
-                tasks.start_soon(self._lifetime_timer)
+                tasks.start_soon(self._close_timer)
         _kind, code, reason, abrupt = self.close_request or ("exchange-closed", None, None, True)
         if not abrupt and self.ws.closed is None:
             self.record.close_code = code
@@ -264,6 +309,7 @@ class Connection:
         start = self.record.opened_at + owner.timer_offset
         for n in itertools.count(1):
             await trio.sleep_until(start + n * owner.server_ping_interval)
+            await self._stay_if_hung()
             self.record.pings_sent += 1
             try:
                 with trio.move_on_after(owner.pong_timeout) as timeout:
@@ -272,15 +318,27 @@ class Connection:
                 self._client_gone()
                 return
             if timeout.cancelled_caught:
+                await self._stay_if_hung()  # the ping was stuck behind the hang, not lost
                 self.request_close("pong-timeout")
                 return
 
-    async def _lifetime_timer(self) -> None:
-        owner = self.owner
-        await trio.sleep_until(self.record.opened_at + owner.timer_offset + owner.lifetime)
-        self.request_close(
-            "lifetime", code=1001, reason="connection lifetime exceeded", abrupt=False
-        )
+    async def _close_timer(self) -> None:
+        with self._timer:
+            await trio.sleep_forever()
+        await self._stay_if_hung()
+        shutdown_at = self.record.shutdown_at
+        if shutdown_at is not None and shutdown_at <= self._lifetime_end:
+            self.request_close("shutdown", code=1001, reason="server shutdown", abrupt=False)
+        else:
+            self.request_close(
+                "lifetime", code=1001, reason="connection lifetime exceeded", abrupt=False
+            )
+
+    async def _stay_if_hung(self) -> None:
+        # A hung connection (its client's close frame ignored) never closes by itself: only
+        # the client going away, a fault injected by the test or the fake's exit end it.
+        if self.server.hung:
+            await trio.sleep_forever()
 
 
 async def serve_websocket(
@@ -299,7 +357,15 @@ async def serve_websocket(
         if holder:  # nothing to count during the handshake
             holder[0].on_client_message()
 
-    server = ServerStream(stream, on_client_message=on_client_message, account=account)
+    def on_client_close() -> bool:
+        return bool(holder) and holder[0].on_client_close()
+
+    server = ServerStream(
+        stream,
+        on_client_message=on_client_message,
+        on_client_close=on_client_close,
+        account=account,
+    )
     try:
         async with trio.open_nursery() as nursery:
             try:

@@ -6,9 +6,13 @@ payload once per tick and queues it on every subscriber, and records what was wr
 also answers the live-subscription control messages, since they only touch subscriptions.
 
 A stream is *live* while at least one connection that can receive it is subscribed; nothing
-is computed for streams nobody listens to. A diff-depth stream that becomes live starts at
-the update id the streams had published at that moment, so its first message's ``pu`` refers
-to that point, as if an earlier message had ended there.
+is computed for streams nobody listens to. Streams of a symbol not (yet) listed are accepted
+and deliver nothing, like any unknown stream; when the symbol is listed (`add_symbol`), the
+connections already holding such a stream start receiving it.
+
+A diff-depth stream that becomes live starts at the update id the streams had published at
+that moment, so its first message's ``pu`` refers to that point, as if an earlier message
+had ended there.
 """
 
 from __future__ import annotations
@@ -65,9 +69,10 @@ class StreamHub:
         self.kline_every = kline_every
         self.mark_every = mark_every
         self.max_streams_per_connection = max_streams_per_connection
-        self.silenced: set[str] = set()
+        #: Silenced stream names -> whether a new subscription ends the silence.
+        self.silenced: dict[str, bool] = {}
         self.depth_skipped: list[dict[str, Any]] = []
-        self._symbols = frozenset(market.symbols)
+        self._symbols = set(market.symbols)
         self._subs: dict[str, dict[int, Connection]] = {}
         self._live: dict[str, StreamSpec] = {}
         self._depth: dict[str, _DepthStream] = {}
@@ -98,9 +103,28 @@ class StreamHub:
             spec = self.parse(name)
             if spec is None or not deliverable(conn.record.route, spec):
                 continue  # accepted, but this route never delivers it
-            self._subs.setdefault(name, {})[conn.record.id] = conn
-            if name not in self._live:
-                self._start(spec, now)
+            if self.silenced.get(name):
+                del self.silenced[name]  # silence(..., resubscribe_heals=True)
+            self._attach(conn, spec, now)
+
+    def _attach(self, conn: Connection, spec: StreamSpec, now: int) -> None:
+        self._subs.setdefault(spec.name, {})[conn.record.id] = conn
+        if spec.name not in self._live:
+            self._start(spec, now)
+
+    def add_symbol(self, symbol: str, connections: Iterable[Connection], now: int) -> None:
+        """Recognise the streams of a newly listed ``symbol``; the ``connections`` that
+        already hold one of them start receiving it."""
+        self._symbols.add(symbol)
+        for conn in connections:
+            if conn.closing:
+                continue
+            for name in conn.record.streams:
+                spec = self.parse(name)
+                ours = spec is not None and spec.symbol == symbol
+                if ours and deliverable(conn.record.route, spec):
+                    assert spec is not None
+                    self._attach(conn, spec, now)
 
     def unsubscribe(self, conn: Connection, names: Iterable[str], *, forget: bool = True) -> None:
         """Remove ``names`` from ``conn``'s subscriptions (``forget=False``: keep them listed
@@ -171,6 +195,8 @@ class StreamHub:
         data = orjson.dumps(build(item, now)).decode()
         combined: str | None = None
         for conn in list(subscribers.values()):
+            if conn.record.streams_stalled:
+                continue  # stall_connection_streams: nothing on this connection
             if conn.record.combined:
                 if combined is None:
                     combined = f'{{"stream":{orjson.dumps(name).decode()},"data":{data}}}'

@@ -21,10 +21,26 @@ wall time (mostly task switches); a 24 h run therefore wants modest rates (``tra
 
 Every fault injection and observation method is documented on the class; the faults act at
 once on live connections and the closing itself completes at the next scheduling point.
+In short, for tests of a feed's live operation:
+
+* listings: `FakeExchange.list_symbol` and `FakeExchange.delist_symbol` change what the
+  market trades and what ``/fapi/v1/exchangeInfo`` lists;
+* connections: `FakeExchange.drop_connections`, `FakeExchange.refuse_next`,
+  `FakeExchange.black_hole`, `FakeExchange.ignore_close_handshake` (a peer that never
+  answers a close), the ``max_attempts_per_window`` limit (`FakeExchange.attempt_times`);
+* streams: `FakeExchange.silence` (optionally healed by a re-subscription),
+  `FakeExchange.stall_connection_streams` (only a new connection helps),
+  `FakeExchange.skip_depth_update`, `FakeExchange.distort_closed_klines`,
+  `FakeExchange.send_malformed`;
+* rotation: `FakeExchange.announce_shutdown` sends ``serverShutdown`` and closes the
+  connection ``shutdown_grace`` seconds later, as Binance does;
+* limits: ``max_incoming_per_second`` (see `ConnectionRecord.max_messages_in_window`),
+  REST weights and bans, `FakeExchange.rest_fault`.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import itertools
 import math
@@ -71,8 +87,15 @@ class FakeExchange:
       kline_every: ticks between pushes of the open kline on kline streams.
       mark_every: ticks between ``@markPrice@1s`` pushes (``@markPrice``: three times that).
       lifetime: seconds after which a connection is closed (code 1001).
+      shutdown_grace: seconds a connection stays open and delivering after
+        `announce_shutdown` before the fake closes it (code 1001).
       max_incoming_per_second: a connection receiving more client messages (text, binary,
-        ping, pong) than this within any one-second window is closed (code 1008).
+        ping, pong, close) than this within any one-second window is closed (code 1008).
+      max_attempts_per_window: ``(n, seconds)``: a connection attempt that would be the
+        ``n + 1``-th within ``seconds`` (every attempt counts, refused ones too) is
+        rejected with HTTP 429 and a ``Retry-After``, and counted in
+        `attempt_limit_violations`. Binance allows 300 attempts per 5 minutes per IP:
+        ``(300, 300.0)``. None (the default): no limit.
       server_ping_interval: seconds between WebSocket pings from the fake.
       pong_timeout: a connection that leaves a ping unanswered this long is dropped.
       rest_latency: virtual seconds each `rest_transport` request takes.
@@ -103,7 +126,9 @@ class FakeExchange:
         kline_every: int = 2,
         mark_every: int = 10,
         lifetime: float = 24 * 3600.0,
+        shutdown_grace: float = 30.0,
         max_incoming_per_second: int = 10,
+        max_attempts_per_window: tuple[int, float] | None = None,
         server_ping_interval: float = 180.0,
         pong_timeout: float = 600.0,
         rest_latency: float = 0.005,
@@ -118,10 +143,18 @@ class FakeExchange:
     ) -> None:
         if tick <= 0 or depth_every < 1 or kline_every < 1 or mark_every < 1:
             raise ValueError("tick must be positive and the *_every counts at least 1")
+        if shutdown_grace < 0:
+            raise ValueError("shutdown_grace must not be negative")
+        if max_attempts_per_window is not None:
+            count, window = max_attempts_per_window
+            if count < 1 or window <= 0:
+                raise ValueError("max_attempts_per_window needs n >= 1 and a positive window")
         self.tick = tick
         self.tick_offset = tick_offset
         self.lifetime = lifetime
+        self.shutdown_grace = shutdown_grace
         self.max_incoming_per_second = max_incoming_per_second
+        self.max_attempts_per_window = max_attempts_per_window
         self.server_ping_interval = server_ping_interval
         self.pong_timeout = pong_timeout
         self.rest_latency = rest_latency
@@ -146,8 +179,12 @@ class FakeExchange:
         self.connections: list[ConnectionRecord] = []
         #: Connection attempts (``connect()`` calls and loopback WebSocket requests).
         self.attempts = 0
+        #: ``trio.current_time()`` of every connection attempt, refused ones included.
+        self.attempt_times: list[float] = []
         #: Attempts refused by `refuse_next`.
         self.refused = 0
+        #: Attempts rejected with 429 for breaking ``max_attempts_per_window``.
+        self.attempt_limit_violations = 0
         #: Malformed frames queued by `send_malformed`, over all connections.
         self.malformed_sent = 0
         #: Connections closed for breaking the incoming-message limit.
@@ -169,6 +206,7 @@ class FakeExchange:
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._t0: float | None = None
         self._wake = trio.Event()
+        self._ignore_close = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -265,14 +303,10 @@ class FakeExchange:
         ``.send_stream`` and ``.receive_stream``), wrapped to count what the client reads.
         """
         nursery = self._running()
-        self.attempts += 1
         await trio.lowlevel.checkpoint()
-        refusal = self._refusals.popleft() if self._refusals else None
+        refusal = self._attempt()
         if refusal is not None and refusal[0] is None:
-            self.refused += 1
             raise OSError(errno.ECONNREFUSED, f"connection refused: {url}")
-        if refusal is not None:
-            self.refused += 1
         client, server, account = memory_connection(self.socket_buffer_bytes)
         nursery.start_soon(serve_websocket, self, server, account, refusal)
         return client
@@ -312,16 +346,39 @@ class FakeExchange:
         if request_target(head).startswith("/fapi/"):
             await serve_http(replay, self._http_handler)
             return
+        refusal = self._attempt()
+        if refusal is not None and refusal[0] is None:
+            await trio.aclose_forcefully(stream)
+            return
+        await serve_websocket(self, replay, None, refusal)
+
+    def _attempt(self) -> tuple[int | None, float | None] | None:
+        """Count a connection attempt; return how to refuse it, or None to accept it."""
+        now = trio.current_time()
         self.attempts += 1
+        self.attempt_times.append(now)
+        if self.max_attempts_per_window is not None:
+            limit, window = self.max_attempts_per_window
+            # Attempts exactly ``window`` apart are not in the same window (as for the
+            # incoming-message limit; the epsilon absorbs float sums).
+            first = bisect.bisect_right(self.attempt_times, now - window + 1e-6)
+            if len(self.attempt_times) - first > limit:
+                self.attempt_limit_violations += 1
+                # A new attempt is accepted once at most limit - 1 of the attempts so far
+                # (this one included) are in its window: once the attempt `limit` places
+                # from the end has left it.
+                oldest = self.attempt_times[len(self.attempt_times) - limit]
+                return (429, oldest + window - now)
         refusal = self._refusals.popleft() if self._refusals else None
         if refusal is not None:
             self.refused += 1
-            if refusal[0] is None:
-                await trio.aclose_forcefully(stream)
-                return
-        await serve_websocket(self, replay, None, refusal)
+        return refusal
 
     # ------------------------------------------------------------------ ConnectionOwner (private)
+
+    def _ignores_close(self) -> bool:
+        """Whether client close frames are ignored now (used by the connection code)."""
+        return self._ignore_close
 
     def _next_connection_id(self) -> int:
         """The id of the next accepted connection (used by the connection code)."""
@@ -431,14 +488,40 @@ class FakeExchange:
                 count += 1
         return count
 
-    def silence(self, stream_name: str, on: bool = True) -> None:
+    def silence(
+        self, stream_name: str, on: bool = True, *, resubscribe_heals: bool = False
+    ) -> None:
         """Stop (or, with ``on=False``, resume) sending frames of ``stream_name`` on every
-        connection; connections stay alive. Depth streams keep advancing their update ids
-        while silenced, so the client sees a ``pu`` gap afterwards."""
+        connection; connections stay alive and answer pings and control messages. Depth
+        streams keep advancing their update ids while silenced, so the client sees a ``pu``
+        gap afterwards.
+
+        By default the silence holds until ``on=False``, whatever the client does:
+        re-subscribing (UNSUBSCRIBE then SUBSCRIBE) or a new connection does not help.
+        With ``resubscribe_heals=True`` the next subscription of the stream (a SUBSCRIBE
+        of it on a connection that does not hold it, after an UNSUBSCRIBE for instance, or
+        a new connection subscribing it) ends the silence for every connection: a stuck
+        stream that a re-subscribe fixes. A SUBSCRIBE of a stream the connection already
+        holds changes nothing, as on Binance.
+        """
         if on:
-            self._hub.silenced.add(stream_name)
+            self._hub.silenced[stream_name] = resubscribe_heals
         else:
-            self._hub.silenced.discard(stream_name)
+            self._hub.silenced.pop(stream_name, None)
+
+    def stall_connection_streams(self, connection_id: int) -> None:
+        """Silence every stream of connection ``connection_id`` (a `ConnectionRecord.id`),
+        including streams it subscribes later, for as long as it lives.
+
+        The socket stays open, answers pings and control messages (re-subscribing is
+        acknowledged, and does not help); frames meanwhile are not sent (nor recorded as
+        sent). Other connections, new ones included, are unaffected: only a new connection
+        helps. ValueError if no live connection has that id.
+        """
+        conn = self._conns.get(connection_id)
+        if conn is None or conn.closing:
+            raise ValueError(f"no live connection with id {connection_id}")
+        conn.record.streams_stalled = True
 
     def send_malformed(self, n: int = 1, route: str | None = None) -> int:
         """Send ``n`` malformed frames on each live connection on ``route``.
@@ -481,19 +564,73 @@ class FakeExchange:
             raise ValueError(f"unknown symbol {symbol!r}")
         self._hub.distort_closed_klines(symbol, interval, count)
 
+    def list_symbol(self, symbol: str | SymbolSpec, trade_rate: float | None = None) -> SymbolSpec:
+        """List a new symbol now: from the current exchange time the market trades it.
+
+        It gets trades, klines (the first of each interval partial), a book and mark prices
+        like every other symbol (see `FakeMarket.add_symbol`; its history depends only on
+        ``seed``, its name and this moment, not on when other symbols were listed). Its
+        streams can be subscribed from now on, REST answers for it, and
+        ``/fapi/v1/exchangeInfo`` lists it (``onboardDate`` = now). Before, its streams are
+        accepted and deliver nothing, as for any unknown stream, and REST answers
+        ``Invalid symbol``; connections that subscribed its streams before the listing
+        receive them from now on. ``trade_rate`` None takes the constructor's rate for it.
+        ValueError if the symbol is already listed (or was delisted).
+        """
+        self._advance()  # the market catches up, so the new symbol starts trading now
+        spec = self.market.add_symbol(symbol, trade_rate)
+        self._hub.add_symbol(spec.symbol, list(self._conns.values()), self.market.now_ms)
+        self._wake.set()  # a stream may have gone live: the tick loop should plan again
+        return spec
+
+    def delist_symbol(self, symbol: str) -> None:
+        """Report ``symbol`` as ``SETTLING`` (not trading) in ``/fapi/v1/exchangeInfo``.
+
+        Nothing else changes: the market keeps simulating it and its streams and REST
+        answers continue, so a test sees exactly what a feed does with the listing alone.
+        """
+        if symbol not in self.market.symbols:
+            raise ValueError(f"unknown symbol {symbol!r}")
+        self.rest.delisted.add(symbol)
+
     def announce_shutdown(self, route: str | None = None) -> int:
         """Send the ``serverShutdown`` event (stream ``!serverShutdown``) on the live
-        connections on ``route``; they stay open. Returns how many."""
+        connections on ``route`` (all if None); returns how many.
+
+        As on Binance, an announced connection stays open and keeps delivering for
+        ``shutdown_grace`` seconds (plus ``timer_offset``), then the fake closes it with
+        code 1001 (`ConnectionRecord.close_reason` ``"shutdown"``; the time is in
+        `ConnectionRecord.shutdown_at`), unless the client has left before. A client is
+        expected to open a new connection in the meantime and move its streams over.
+        """
         now = self.now_ms()
         data = orjson.dumps(server_shutdown_payload(now)).decode()
+        close_at = trio.current_time() + self.shutdown_grace + self.timer_offset
         count = 0
         for conn in self._matching(route):
             text = data
             if conn.record.combined:
                 text = f'{{"stream":"{_SHUTDOWN_STREAM}","data":{data}}}'
             conn.enqueue(_SHUTDOWN_STREAM, data, text)
+            conn.schedule_shutdown(close_at)
             count += 1
         return count
+
+    def ignore_close_handshake(self, on: bool = True) -> None:
+        """While on, the fake never answers a client's WebSocket close frame and never
+        closes the transport itself afterwards: a peer that hangs.
+
+        A connection whose client starts a close meanwhile hangs for good (turning this
+        off later does not revive it): the close frame is withheld from the server's
+        WebSocket (`ConnectionRecord.close_frame_ignored` is set), nothing more is
+        written, pings stop and the lifetime and shutdown timers no longer close it. The
+        client's close therefore waits until the client gives up and closes the transport
+        itself, which the fake notices (``close_reason`` ``"client"``, ``close_code``
+        None). Faults such as `drop_connections` and the fake's exit still end it. Closes
+        the fake starts itself (lifetime, limits, shutdown) still complete: the client's
+        answering close frame goes through.
+        """
+        self._ignore_close = on
 
     def rest_fault(
         self,
