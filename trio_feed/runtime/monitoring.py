@@ -25,7 +25,6 @@ import h11
 import orjson
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..config import MonitoringConfig
@@ -44,6 +43,10 @@ MAX_REQUEST_BODY = 8192
 #: Seconds a connection may take to send its next complete request (idle keep-alive time
 #: included) before it is closed: a silent or trickling client must not hold a task forever.
 IDLE_TIMEOUT = 60.0
+
+#: The text format generate_latest writes (named here: older prometheus_client releases
+#: have no constant for it).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _PREFIX = "trio_feed_"
 _STATES = tuple(state.value for state in ConnectionState)
@@ -229,7 +232,7 @@ def _answer(
         return response
     snapshot = status()
     if path == "/metrics":
-        return 200, [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)], metrics_text(snapshot)
+        return 200, [("Content-Type", METRICS_CONTENT_TYPE)], metrics_text(snapshot)
     ok, body = health(snapshot, min_quality)
     data = orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
     return (200 if ok else 503), [("Content-Type", "application/json")], data
