@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,38 @@ def test_bad_duration_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
         main(["run", "--config", "x.toml", "--duration", "-3"])
     assert info.value.code == 2
     assert "positive number of seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "tty", "expected"),
+    [
+        ([], False, "-"),  # piped or redirected: JSON lines on stdout
+        ([], True, None),  # a terminal: the live view only
+        (["--jsonl", "out.jsonl"], False, "out.jsonl"),
+        (["--jsonl", "-"], True, "-"),
+    ],
+)
+def test_run_writes_json_lines_to_stdout_unless_it_is_a_terminal(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    tty: bool,
+    expected: str | None,
+) -> None:
+    from trio_feed import cli
+
+    path = write(
+        tmp_path,
+        'sinks = []\n[[venues]]\nexchange = "binance-usdm"\nsymbols = ["A1"]\n'
+        'channels = ["aggTrade"]\n',
+    )
+    seen: list[str | None] = []
+
+    async def fake_run(config: object, jsonl: str | None, duration: float | None) -> int:
+        seen.append(jsonl)
+        return 0
+
+    monkeypatch.setattr(cli, "_run", fake_run)  # no network: only what main() decides
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+    assert main(["run", "--config", path, *argv]) == 0
+    assert seen == [expected]

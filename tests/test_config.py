@@ -15,10 +15,13 @@ from trio_feed.config import (
     CacheConfig,
     FeedConfig,
     HeartbeatConfig,
+    MonitoringConfig,
+    NewListingsConfig,
     PingConfig,
     PoolConfig,
     ReconciliationConfig,
     ReconnectConfig,
+    ShutdownConfig,
     SinkConfig,
     VenueConfig,
     config_from_dict,
@@ -190,7 +193,12 @@ def test_contract_example_values_are_the_defaults() -> None:
 
 
 def test_default_sections_match_the_contract() -> None:
-    assert attrs.asdict(PoolConfig()) == {"max_connections": 5, "max_streams_per_connection": 200}
+    assert attrs.asdict(PoolConfig()) == {
+        "max_connections": 5,
+        "max_streams_per_connection": 200,
+        "rotate_after": 85800.0,
+        "rotation_timeout": 30.0,
+    }
     assert attrs.asdict(ReconnectConfig()) == {
         "base_delay": 1.0,
         "max_delay": 60.0,
@@ -346,6 +354,277 @@ def test_config_from_dict() -> None:
     config = config_from_dict(data, environ={})
     assert config.ping == PingConfig(interval=5.0)
     assert config.venues[0].ping == PingConfig(interval=5.0)
+
+
+# ---- connection rotation, new listings, monitoring, shutdown -------------------------------
+
+
+def test_new_sections_defaults() -> None:
+    config = load(VENUE)
+    (venue,) = config.venues
+    assert config.connection_pool.rotate_after == 85800.0
+    assert config.connection_pool.rotation_timeout == 30.0
+    assert attrs.asdict(NewListingsConfig()) == {
+        "enabled": False,
+        "poll_interval": 60.0,
+        "channels": ("kline_1m", "kline_5m", "kline_15m"),
+    }
+    assert attrs.asdict(MonitoringConfig()) == {
+        "enabled": False,
+        "host": "127.0.0.1",
+        "port": 9464,
+        "min_quality": 0.5,
+    }
+    assert attrs.asdict(ShutdownConfig()) == {"timeout": 2.0}
+    assert config.new_listings == venue.new_listings == NewListingsConfig()
+    assert config.monitoring == MonitoringConfig()
+    assert config.shutdown == ShutdownConfig()
+
+
+def test_new_sections_are_read() -> None:
+    config = load(
+        """        [connection_pool]
+        rotate_after = 0
+        rotation_timeout = 5
+
+        [new_listings]
+        enabled = true
+        poll_interval = 30
+        channels = ["kline_1m", "aggTrade"]
+
+        [monitoring]
+        enabled = true
+        host = "0.0.0.0"
+        port = 0
+        min_quality = 1
+
+        [shutdown]
+        timeout = 0.5
+        """
+        + VENUE
+    )
+    assert config.connection_pool == PoolConfig(rotate_after=0.0, rotation_timeout=5.0)
+    assert type(config.connection_pool.rotate_after) is float
+    assert config.new_listings == NewListingsConfig(
+        enabled=True, poll_interval=30.0, channels=("kline_1m", "aggTrade")
+    )
+    assert config.venues[0].new_listings == config.new_listings
+    assert config.monitoring == MonitoringConfig(
+        enabled=True, host="0.0.0.0", port=0, min_quality=1.0
+    )
+    assert type(config.monitoring.min_quality) is float
+    assert config.shutdown == ShutdownConfig(timeout=0.5)
+
+
+def test_new_listings_override_per_venue_key_by_key() -> None:
+    config = load(
+        "[new_listings]\npoll_interval = 10\n"
+        + VENUE
+        + '[venues.new_listings]\nenabled = true\nchannels = ["kline_1h"]\n'
+        + VENUE.replace('["BTCUSDT", "ETHUSDT"]', '["SOLUSDT"]')
+        + "[venues.connection_pool]\nrotate_after = 3600\n"
+    )
+    first, second = config.venues
+    assert config.new_listings == NewListingsConfig(poll_interval=10.0)
+    assert first.new_listings == NewListingsConfig(
+        enabled=True, poll_interval=10.0, channels=("kline_1h",)
+    )
+    assert second.new_listings == config.new_listings
+    assert first.connection_pool.rotate_after == 85800.0
+    assert second.connection_pool == PoolConfig(rotate_after=3600.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # connection_pool
+        (
+            VENUE + "[connection_pool]\nrotate_after = -1\n",
+            "connection_pool.rotate_after: must be >= 0 (got -1)",
+        ),
+        (
+            VENUE + "[venues.connection_pool]\nrotation_timeout = 0\n",
+            "venues[0].connection_pool.rotation_timeout: must be > 0 (got 0)",
+        ),
+        (
+            VENUE + '[connection_pool]\nrotate_after = "1d"\n',
+            "connection_pool.rotate_after: expected a number, got '1d'",
+        ),
+        (
+            VENUE + "[connection_pool]\nrotate_afer = 10\n",
+            "connection_pool.rotate_afer: unknown key (did you mean 'rotate_after'?)",
+        ),
+        # new_listings
+        (
+            VENUE + "[new_listings]\nenabled = 1\n",
+            "new_listings.enabled: expected true or false, got 1",
+        ),
+        (
+            VENUE + '[venues.new_listings]\nenabled = "yes"\n',
+            "venues[0].new_listings.enabled: expected true or false, got 'yes'",
+        ),
+        (
+            VENUE + "[new_listings]\npoll_interval = 0\n",
+            "new_listings.poll_interval: must be > 0 (got 0)",
+        ),
+        (
+            VENUE + "[venues.new_listings]\npoll_interval = true\n",
+            "venues[0].new_listings.poll_interval: expected a number, got true",
+        ),
+        (
+            VENUE + "[new_listings]\nchannels = []\n",
+            "new_listings.channels: at least one channel is required",
+        ),
+        (
+            VENUE + '[new_listings]\nchannels = "kline_1m"\n',
+            "new_listings.channels: expected an array of channels, got 'kline_1m'",
+        ),
+        (
+            VENUE + '[venues.new_listings]\nchannels = ["kline_1m", "kline_1m"]\n',
+            "venues[0].new_listings.channels[1]: duplicate channel 'kline_1m'",
+        ),
+        (
+            VENUE + '[new_listings]\nchannels = ["kline_1m", 5]\n',
+            "new_listings.channels[1]: expected a string, got 5",
+        ),
+        (
+            VENUE + "[new_listings]\nenable = true\n",
+            "new_listings.enable: unknown key (did you mean 'enabled'?)",
+        ),
+        (
+            VENUE + "[venues.new_listing]\nenabled = true\n",
+            "venues[0].new_listing: unknown key (did you mean 'new_listings'?)",
+        ),
+        # monitoring
+        (
+            VENUE + "[monitoring]\nport = 65536\n",
+            "monitoring.port: must be >= 0 and <= 65535 (got 65536)",
+        ),
+        (
+            VENUE + "[monitoring]\nport = -1\n",
+            "monitoring.port: must be >= 0 and <= 65535 (got -1)",
+        ),
+        (
+            VENUE + "[monitoring]\nport = 94.64\n",
+            "monitoring.port: expected an integer, got 94.64",
+        ),
+        (
+            VENUE + "[monitoring]\nmin_quality = 1.5\n",
+            "monitoring.min_quality: must be >= 0 and <= 1 (got 1.5)",
+        ),
+        (
+            VENUE + "[monitoring]\nmin_quality = -0.1\n",
+            "monitoring.min_quality: must be >= 0 and <= 1 (got -0.1)",
+        ),
+        (
+            VENUE + "[monitoring]\nenabled = 0\n",
+            "monitoring.enabled: expected true or false, got 0",
+        ),
+        (VENUE + "[monitoring]\nhost = 127\n", "monitoring.host: expected a string, got 127"),
+        (
+            VENUE + '[monitoring]\nhost = ""\n',
+            "monitoring.host: must not be empty (use '0.0.0.0' for every interface)",
+        ),
+        (
+            VENUE + '[monitoring]\nhost = "http://127.0.0.1"\n',
+            "monitoring.host: 'http://127.0.0.1' must be a host name or IP address, not a URL",
+        ),
+        (
+            VENUE + '[monitoring]\nhost = "local host"\n',
+            "monitoring.host: 'local host' must not contain whitespace",
+        ),
+        (
+            VENUE + "[monitoring]\nports = 1\n",
+            "monitoring.ports: unknown key (did you mean 'port'?)",
+        ),
+        ("[monitorng]\n" + VENUE, "monitorng: unknown key (did you mean 'monitoring'?)"),
+        (
+            VENUE + "monitoring = 5\n",
+            "venues[0].monitoring: allowed at the top level only ([monitoring]), not in a venue",
+        ),
+        (
+            VENUE + "[venues.monitoring]\nenabled = true\n",
+            "venues[0].monitoring: allowed at the top level only ([monitoring]), not in a venue",
+        ),
+        # shutdown
+        (VENUE + "[shutdown]\ntimeout = 0\n", "shutdown.timeout: must be > 0 (got 0)"),
+        (
+            VENUE + "[shutdown]\ntimeout = inf\n",
+            "shutdown.timeout: must be a finite number (got inf)",
+        ),
+        ("shutdown = 2\n" + VENUE, "shutdown: expected a table, got 2"),
+        (
+            VENUE + "[venues.shutdown]\ntimeout = 1\n",
+            "venues[0].shutdown: allowed at the top level only ([shutdown]), not in a venue",
+        ),
+    ],
+)  # fmt: skip
+def test_new_keys_bad_input_is_reported_with_its_key_path(text: str, expected: str) -> None:
+    assert only_problem(text) == expected
+
+
+def test_new_listing_channels_are_checked_against_the_venue() -> None:
+    reason = FakeUsdm().check_channel("klines_1m")
+    assert reason is not None
+    # A venue's own list: at its path, malformed items and unknown ones each get a line.
+    text = VENUE + '[venues.new_listings]\nchannels = ["klines_1m", "depth", "depth"]\n'
+    assert problems(text) == [
+        "venues[0].new_listings.channels[2]: duplicate channel 'depth'",
+        "venues[0].new_listings.channels[0]: " + reason,
+    ]
+    # The global list: at the global path, once however many venues inherit it.
+    text = '[new_listings]\nchannels = ["kline_1m", "klines_1m"]\n' + VENUE + VENUE
+    assert problems(text) == ["new_listings.channels[1]: " + reason]
+    # A venue's own list replaces the global one: the global one is still checked.
+    text = (
+        '[new_listings]\nchannels = ["klines_1m"]\n'
+        + VENUE
+        + '[venues.new_listings]\nchannels = ["kline_1m"]\n'
+        + VENUE
+    )
+    assert problems(text) == ["new_listings.channels[0]: " + reason]
+
+
+def test_default_new_listing_channels_are_checked_only_when_enabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class NoFifteen(FakeUsdm):
+        def check_channel(self, channel: str) -> str | None:
+            return "no 15m here" if channel == "kline_15m" else super().check_channel(channel)
+
+    monkeypatch.setattr(venues, "get_adapter", lambda name: NoFifteen())
+    assert load(VENUE).venues[0].new_listings.channels[2] == "kline_15m"
+    assert problems(VENUE + "[venues.new_listings]\nenabled = true\n") == [
+        "venues[0].new_listings.channels[2]: no 15m here"
+    ]
+
+
+def test_new_classes_validate_direct_construction() -> None:
+    with pytest.raises(ValueError, match="enabled: expected true or false, got 1"):
+        NewListingsConfig(enabled=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="channels: at least one channel is required"):
+        NewListingsConfig(channels=())
+    with pytest.raises(ValueError, match=r"channels\[1\]: duplicate channel 'a'"):
+        NewListingsConfig(channels=("a", "a"))
+    with pytest.raises(ValueError, match=r"port: must be >= 0 and <= 65535 \(got 65536\)"):
+        MonitoringConfig(port=65536)
+    with pytest.raises(ValueError, match="host: must not be empty"):
+        MonitoringConfig(host="")
+    with pytest.raises(ValueError, match=r"min_quality: must be >= 0 and <= 1"):
+        attrs.evolve(MonitoringConfig(), min_quality=2.0)
+    with pytest.raises(ValueError, match=r"timeout: must be > 0 \(got 0\)"):
+        ShutdownConfig(timeout=0)
+    with pytest.raises(ValueError, match=r"rotate_after: must be >= 0 \(got -5\)"):
+        PoolConfig(rotate_after=-5)
+    assert MonitoringConfig(port=0, min_quality=0).port == 0
+
+
+def test_new_classes_are_exported() -> None:
+    import trio_feed
+
+    for cls in (NewListingsConfig, MonitoringConfig, ShutdownConfig):
+        assert getattr(trio_feed, cls.__name__) is cls
+        assert cls.__name__ in trio_feed.__all__
 
 
 # ---- environment overrides -----------------------------------------------------------------
@@ -778,7 +1057,8 @@ def test_non_mapping_top_level() -> None:
 # Anything TOML can hold, under the keys the loader knows (and a few it does not).
 _KEYS = st.sampled_from(
     ["venues", "exchange", "symbols", "channels", "ws_url", "proxy", "reconnect", "base_delay",
-     "max_retries", "sinks", "kind", "path", "cache", "book_depth", "bogus"]
+     "max_retries", "sinks", "kind", "path", "cache", "book_depth", "new_listings", "enabled",
+     "monitoring", "port", "host", "shutdown", "bogus"]
 )  # fmt: skip
 _SCALARS = st.one_of(
     st.none(),

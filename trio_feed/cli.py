@@ -48,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the feed until SIGINT/SIGTERM or --duration")
     run.add_argument("--config", required=True, metavar="PATH", help="TOML config file")
-    run.add_argument("--jsonl", metavar="PATH", help="write events as JSON lines ('-' = stdout)")
+    run.add_argument(
+        "--jsonl",
+        metavar="PATH",
+        help="write events as JSON lines ('-' = stdout; the default when stdout is not a terminal)",
+    )
     run.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
 
     check = sub.add_parser("check-config", help="validate a config and show its connections")
@@ -95,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config)
             plan_feed(config)  # fail fast, before any network
             check_sinks(config.sinks)
-            return trio.run(_run, config, args.jsonl, args.duration)
+            return trio.run(_run, config, _default_jsonl(args.jsonl), args.duration)
         if args.command == "demo":
             return trio.run(_demo, args)
     except ConfigError as exc:
@@ -132,6 +136,14 @@ def _print_problems(exc: ConfigError) -> None:
     print("trio-feed: invalid configuration:", file=sys.stderr)
     for problem in exc.problems:
         print(f"  {problem}", file=sys.stderr)
+
+
+def _default_jsonl(jsonl: str | None) -> str | None:
+    """``--jsonl`` as given; without it, ``"-"`` when stdout is not a terminal: piped or
+    redirected output gets the events as JSON lines, a terminal gets the live view."""
+    if jsonl is None and not sys.stdout.isatty():
+        return "-"
+    return jsonl
 
 
 # ---- check-config -------------------------------------------------------------------------
@@ -245,9 +257,7 @@ async def _write_jsonl_task(sub: Subscription, path: str, outcome: _RunOutcome) 
 async def _demo(args: argparse.Namespace) -> int:
     from .testing import FakeExchange
 
-    jsonl = args.jsonl
-    if jsonl is None and not sys.stdout.isatty():
-        jsonl = "-"
+    jsonl = _default_jsonl(args.jsonl)
     symbols = ("BTCUSDT", "ETHUSDT")
     # The simulated market starts now, so exchange time and local time agree.
     start_ms = time.time_ns() // 1_000_000

@@ -2,11 +2,12 @@
 
 A config file holds one or more ``[[venues]]`` tables and optional global sections
 (``[connection_pool]``, ``[reconnect]``, ``[ping]``, ``[heartbeat]``, ``[reconciliation]``,
-``[cache]``) plus ``[[sinks]]``. Without any ``sinks`` key the feed stores into the embedded
-default, one SQLite sink at `DEFAULT_SQLITE_PATH`; ``sinks = []`` stores nothing. A venue
-table may repeat any of those sections
+``[cache]``, ``[new_listings]``) plus ``[[sinks]]``. Without any ``sinks`` key the feed stores
+into the embedded default, one SQLite sink at `DEFAULT_SQLITE_PATH`; ``sinks = []`` stores
+nothing. A venue table may repeat any of those sections
 (``[venues.reconnect]``): its keys override the global section's keys for that venue only,
-so each `VenueConfig` carries the *effective* sections for its venue.
+so each `VenueConfig` carries the *effective* sections for its venue. ``[monitoring]`` and
+``[shutdown]`` concern the whole process and are allowed at the top level only.
 
 Loading never stops at the first mistake: it collects one line per problem, each naming the
 key path (``venues[0].reconnect.base_delay: must be > 0 (got -1.0)``) or the environment
@@ -38,10 +39,13 @@ __all__ = [
     "CacheConfig",
     "FeedConfig",
     "HeartbeatConfig",
+    "MonitoringConfig",
+    "NewListingsConfig",
     "PingConfig",
     "PoolConfig",
     "ReconciliationConfig",
     "ReconnectConfig",
+    "ShutdownConfig",
     "SinkConfig",
     "VenueConfig",
     "config_from_dict",
@@ -64,16 +68,36 @@ def _show(value: object) -> str:
     return repr(value)
 
 
+class _Setting:
+    """attrs validator of one key of a section. The loader asks it for `problems` directly,
+    so that every bad key of a section gets its own line (and every bad item of an array
+    its own) instead of only the first one attrs would report."""
+
+    __slots__ = ()
+
+    def problems(self, value: object) -> list[tuple[int | None, str]]:
+        """What is wrong with ``value``: (index of the array item or None, problem) each."""
+        raise NotImplementedError
+
+    def convert(self, value: object) -> Any:
+        """An accepted TOML value as the field's type."""
+        return value
+
+    def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        for index, problem in self.problems(value):
+            at = attribute.name if index is None else f"{attribute.name}[{index}]"
+            raise ValueError(f"{at}: {problem}")
+
+
 @frozen
-class _Number:
-    """attrs validator of a numeric setting: its kind (int, or float which also takes ints)
-    and bounds. The loader asks it for `problem` directly, so that every bad key of a
-    section gets its own line instead of only the first one attrs would report."""
+class _Number(_Setting):
+    """A numeric setting: its kind (int, or float which also takes ints) and bounds."""
 
     kind: type[int] | type[float]
     gt: float | None = None
     ge: float | None = None
     lt: float | None = None
+    le: float | None = None
 
     def bounds(self) -> str:
         parts = []
@@ -83,6 +107,8 @@ class _Number:
             parts.append(f">= {self.ge}")
         if self.lt is not None:
             parts.append(f"< {self.lt}")
+        if self.le is not None:
+            parts.append(f"<= {self.le}")
         return " and ".join(parts)
 
     def problem(self, value: object) -> str | None:
@@ -109,14 +135,61 @@ class _Number:
             (self.gt is not None and not number > self.gt)
             or (self.ge is not None and not number >= self.ge)
             or (self.lt is not None and not number < self.lt)
+            or (self.le is not None and not number <= self.le)
         ):
             return f"must be {self.bounds()} (got {value!r})"
         return None
 
-    def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    def problems(self, value: object) -> list[tuple[int | None, str]]:
         problem = self.problem(value)
-        if problem is not None:
-            raise ValueError(f"{attribute.name}: {problem}")
+        return [] if problem is None else [(None, problem)]
+
+    def convert(self, value: object) -> Any:
+        assert isinstance(value, int | float)  # problems() found none
+        return self.kind(value)
+
+
+@frozen
+class _Flag(_Setting):
+    """A boolean setting: TOML's ``true`` or ``false`` only (not 1, not "yes")."""
+
+    def problems(self, value: object) -> list[tuple[int | None, str]]:
+        if isinstance(value, bool):
+            return []
+        return [(None, f"expected true or false, got {_show(value)}")]
+
+
+@frozen
+class _Host(_Setting):
+    """A host name or IP address to listen on."""
+
+    def problems(self, value: object) -> list[tuple[int | None, str]]:
+        if not isinstance(value, str):
+            return [(None, f"expected a string, got {_show(value)}")]
+        if not value:
+            return [(None, "must not be empty (use '0.0.0.0' for every interface)")]
+        if any(c.isspace() for c in value):
+            return [(None, f"{value!r} must not contain whitespace")]
+        if "/" in value:
+            return [(None, f"{value!r} must be a host name or IP address, not a URL")]
+        return []
+
+
+@frozen
+class _ChannelList(_Setting):
+    """A list of channel names inside a section; the loader checks them against the venue's
+    adapter too (the classes cannot: they do not know the venue)."""
+
+    def problems(self, value: object) -> list[tuple[int | None, str]]:
+        if not isinstance(value, list | tuple):
+            return [(None, f"expected an array of channels, got {_show(value)}")]
+        if not value:
+            return [(None, "at least one channel is required")]
+        return [(i, problem) for i, problem in _channel_problems(value)]
+
+    def convert(self, value: object) -> Any:
+        assert isinstance(value, list | tuple)
+        return tuple(value)
 
 
 def _delay_order_problem(base_delay: float, max_delay: float) -> str | None:
@@ -268,6 +341,13 @@ class PoolConfig:
     max_connections: int = field(default=5, validator=_Number(int, ge=1))
     #: Most streams put on one connection (the venue's own cap still applies).
     max_streams_per_connection: int = field(default=200, validator=_Number(int, ge=1))
+    #: Seconds a connection lives before it is replaced make-before-break (the replacement
+    #: subscribes first, then the old socket closes); 0 disables. The default is 23h50m:
+    #: Binance cuts every connection at 24 hours, and a planned switch loses nothing.
+    rotate_after: float = field(default=85800.0, validator=_Number(float, ge=0))
+    #: Longest wait, in seconds, for the replacement to deliver on every stream before
+    #: switching to it anyway (a quiet stream must not keep the old socket forever).
+    rotation_timeout: float = field(default=30.0, validator=_Number(float, gt=0))
 
 
 @frozen(kw_only=True)
@@ -340,6 +420,44 @@ class CacheConfig:
 
 
 @frozen(kw_only=True)
+class NewListingsConfig:
+    """Symbols the venue lists while the feed runs: with ``enabled``, the venue's symbol
+    list (``exchangeInfo``) is polled every ``poll_interval`` seconds and each newly listed
+    symbol is subscribed to ``channels``."""
+
+    enabled: bool = field(default=False, validator=_Flag())
+    #: Seconds between polls of the venue's symbol list.
+    poll_interval: float = field(default=60.0, validator=_Number(float, gt=0))
+    #: Channels opened for a new symbol, checked against the venue like its ``channels``.
+    channels: tuple[str, ...] = field(
+        default=("kline_1m", "kline_5m", "kline_15m"), validator=_ChannelList()
+    )
+
+
+@frozen(kw_only=True)
+class MonitoringConfig:
+    """The HTTP endpoint of a running feed: ``GET /metrics`` (Prometheus) and ``GET /health``.
+    Top level only: one process serves one endpoint."""
+
+    enabled: bool = field(default=False, validator=_Flag())
+    #: Interface to listen on; the default keeps the endpoint off the network.
+    host: str = field(default="127.0.0.1", validator=_Host())
+    #: TCP port; 0 picks any free one (logged at start).
+    port: int = field(default=9464, validator=_Number(int, ge=0, le=65535))
+    #: ``/health`` reports unhealthy while any symbol's quality score is below this.
+    min_quality: float = field(default=0.5, validator=_Number(float, ge=0, le=1))
+
+
+@frozen(kw_only=True)
+class ShutdownConfig:
+    """How the feed stops. Top level only."""
+
+    #: Longest a connection's WebSocket close handshake may take when the feed stops, in
+    #: seconds; a venue that does not answer is then dropped.
+    timeout: float = field(default=2.0, validator=_Number(float, gt=0))
+
+
+@frozen(kw_only=True)
 class SinkConfig:
     """Where events are written besides the subscribers: ``jsonl`` (``path`` ``"-"`` is
     stdout) or ``sqlite``."""
@@ -371,6 +489,7 @@ class VenueConfig:
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     reconciliation: ReconciliationConfig = ReconciliationConfig()
     cache: CacheConfig = CacheConfig()
+    new_listings: NewListingsConfig = NewListingsConfig()
 
 
 def _check_venues(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -390,6 +509,9 @@ class FeedConfig:
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     reconciliation: ReconciliationConfig = ReconciliationConfig()
     cache: CacheConfig = CacheConfig()
+    new_listings: NewListingsConfig = NewListingsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
     sinks: tuple[SinkConfig, ...] = ()
 
 
@@ -407,8 +529,14 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "heartbeat": HeartbeatConfig,
     "reconciliation": ReconciliationConfig,
     "cache": CacheConfig,
+    "new_listings": NewListingsConfig,
 }
-_TOP_KEYS = ("venues", *_SECTIONS, "sinks")
+#: The sections that may appear at the top level only.
+_TOP_SECTIONS: Mapping[str, type[Any]] = {
+    "monitoring": MonitoringConfig,
+    "shutdown": ShutdownConfig,
+}
+_TOP_KEYS = ("venues", *_SECTIONS, *_TOP_SECTIONS, "sinks")
 _VENUE_KEYS = ("exchange", "ws_url", "rest_url", "symbols", "channels", "proxy", *_SECTIONS)
 _SINK_KEYS = ("kind", "path")
 
@@ -449,7 +577,10 @@ class _Report:
 
     def add(self, where: _Where, message: str) -> None:
         prefix = "" if where.env else self._prefix
-        self.problems.append(f"{prefix}{where.path}: {message}")
+        line = f"{prefix}{where.path}: {message}"
+        # A global value checked once per venue (new-listing channels) is reported once.
+        if line not in self.problems:
+            self.problems.append(line)
 
     def unknown_keys(self, table: Mapping[Any, Any], allowed: Sequence[str], where: _Where) -> None:
         for key in table:
@@ -482,12 +613,13 @@ def _section_values(
         if name not in table:
             continue
         check = attribute.validator
-        assert isinstance(check, _Number)
-        problem = check.problem(table[name])
-        if problem is None:
-            values[name] = check.kind(table[name])
-        else:
-            report.add(where.key(name), problem)
+        assert isinstance(check, _Setting)
+        found = check.problems(table[name])
+        if not found:
+            values[name] = check.convert(table[name])
+        for index, problem in found:
+            at = where.key(name)
+            report.add(at if index is None else at.item(index), problem)
             bad.add(name)
     return values, bad
 
@@ -511,6 +643,37 @@ def _check_delay_order(
     problem = _delay_order_problem(base, top)
     if problem is not None:
         report.add(where, problem)
+
+
+def _check_listing_channels(
+    adapter: Any,
+    venue_raw: object,
+    global_raw: object,
+    enabled: bool,
+    where: _Where,
+    report: _Report,
+) -> None:
+    """Check a venue's ``new_listings.channels`` against its adapter, as its own ``channels``
+    are: each well-formed item (the malformed ones are reported already), the same messages.
+    Inherited channels are reported at the global key (once, however many venues inherit
+    them); the default list only when enabled, so an adapter without some default channel
+    is no error for a feed that never uses it."""
+    for raw, at in ((venue_raw, where.key("new_listings")), (global_raw, _Where("new_listings"))):
+        if isinstance(raw, Mapping) and "channels" in raw:
+            channels, at = raw["channels"], at.key("channels")
+            break
+    else:
+        if not enabled:
+            return
+        channels, at = NewListingsConfig().channels, where.key("new_listings").key("channels")
+    if not isinstance(channels, list | tuple):
+        return
+    malformed = {i for i, _ in _channel_problems(channels)}
+    for i, channel in enumerate(channels):
+        if i not in malformed:
+            reason = adapter.check_channel(channel)
+            if reason is not None:
+                report.add(at.item(i), reason)
 
 
 def _string_list(value: object, what: str, where: _Where, report: _Report) -> list[object] | None:
@@ -541,15 +704,23 @@ def _venue(
     raw: object,
     where: _Where,
     global_sections: Mapping[str, tuple[dict[str, Any], set[str]]],
+    global_listings: object,
     env: Mapping[str, tuple[object, _Where]],
     known: Sequence[str],
     report: _Report,
 ) -> dict[str, Any]:
-    """The keyword arguments of one `VenueConfig`, complete only if nothing was reported."""
+    """The keyword arguments of one `VenueConfig`, complete only if nothing was reported.
+    ``global_listings`` is the top-level ``new_listings`` table as written (its channels
+    are checked against each venue's adapter)."""
     table = _table(raw, where, report)
     if table is None:
         return {}
-    report.unknown_keys(table, _VENUE_KEYS, where)
+    for key in table:
+        if key in _TOP_SECTIONS:
+            report.add(where.key(key), f"allowed at the top level only ([{key}]), not in a venue")
+    report.unknown_keys(
+        {k: v for k, v in table.items() if k not in _TOP_SECTIONS}, _VENUE_KEYS, where
+    )
 
     def lookup(key: str) -> tuple[object, _Where] | None:
         if key in env:
@@ -642,6 +813,15 @@ def _venue(
                 report,
                 touched=set(overrides),
             )
+        if name == "new_listings" and adapter is not None:
+            _check_listing_channels(
+                adapter,
+                table.get(name),
+                global_listings,
+                effective.get("enabled", False),
+                where,
+                report,
+            )
         kwargs[name] = effective
     return kwargs
 
@@ -688,6 +868,10 @@ def config_from_dict(
         sections[name] = _section_values(cls, root.get(name, {}), _Where(name), report)
     values, bad = sections["reconnect"]
     _check_delay_order(values, bad, _Where("reconnect"), report, touched=set(values))
+    top_sections = {
+        name: _section_values(cls, root.get(name, {}), _Where(name), report)[0]
+        for name, cls in _TOP_SECTIONS.items()
+    }
 
     venue_kwargs: list[dict[str, Any]] = []
     raw_venues = root.get("venues")
@@ -703,7 +887,15 @@ def config_from_dict(
         known = _venues.known_venues()
         for i, raw in enumerate(raw_venues):
             venue_kwargs.append(
-                _venue(raw, _Where(f"venues[{i}]"), sections, env if i == 0 else {}, known, report)
+                _venue(
+                    raw,
+                    _Where(f"venues[{i}]"),
+                    sections,
+                    root.get("new_listings"),
+                    env if i == 0 else {},
+                    known,
+                    report,
+                )
             )
 
     sink_kwargs: list[dict[str, Any]] = []
@@ -720,7 +912,7 @@ def config_from_dict(
 
     # Everything was checked above, so building cannot fail from here on.
     def build(name: str, values: Mapping[str, Any]) -> Any:
-        return _SECTIONS[name](**values)
+        return {**_SECTIONS, **_TOP_SECTIONS}[name](**values)
 
     return FeedConfig(
         venues=tuple(
@@ -734,6 +926,7 @@ def config_from_dict(
         ),
         sinks=tuple(SinkConfig(**kwargs) for kwargs in sink_kwargs),
         **{name: build(name, values) for name, (values, _) in sections.items()},
+        **{name: build(name, values) for name, values in top_sections.items()},
     )
 
 

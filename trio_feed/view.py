@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import trio
 from rich.console import Console, Group
 from rich.live import Live
@@ -11,7 +13,7 @@ from rich.text import Text
 from .runtime.feed import Feed
 from .runtime.status import FeedStatus
 
-__all__ = ["live_view", "render_status"]
+__all__ = ["GOOD_QUALITY", "live_view", "quality_style", "render_status"]
 
 _STATE_STYLE = {
     "SUBSCRIBED": "green",
@@ -24,8 +26,31 @@ _STATE_STYLE = {
 }
 
 
-def render_status(status: FeedStatus, rates: dict[str, float]) -> Group:
-    """A table of connections and one of venues, for a status snapshot."""
+#: Quality at or above this is shown green; below ``min_quality`` red, yellow between.
+GOOD_QUALITY = 0.9
+
+
+def quality_style(quality: float, min_quality: float = 0.5) -> str:
+    """The colour of a quality score: green when good, yellow when degraded, red when below
+    ``min_quality`` (where ``/health`` turns unhealthy)."""
+    if quality >= GOOD_QUALITY:
+        return "green"
+    if quality >= min_quality:
+        return "yellow"
+    return "red"
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
+def render_status(
+    status: FeedStatus, rates: dict[str, float], *, min_quality: float = 0.5
+) -> Group:
+    """Tables of connections, symbols and venues for a status snapshot. Pure, and cheap
+    enough to run a few times a second: one pass over the snapshot, no sorting but the
+    symbols' (worst quality first, so that trouble stays on screen when the list is long).
+    ``rates`` holds each connection's messages per second."""
     conns = Table(title="connections", expand=True)
     for col in (
         "connection",
@@ -35,23 +60,53 @@ def render_status(status: FeedStatus, rates: dict[str, float]) -> Group:
         "last msg",
         "retry",
         "reconnects",
+        "rotations",
+        "stale",
         "malformed",
     ):
         conns.add_column(col, justify="left" if col in ("connection", "state") else "right")
     for c in status.connections:
-        age = "-" if c.last_message_age is None else f"{c.last_message_age:.1f}s"
+        stale = len(c.stale_streams)
         conns.add_row(
             c.id,
             Text(c.state, style=_STATE_STYLE.get(c.state, "")),
             str(len(c.streams)),
             f"{rates.get(c.id, 0.0):,.0f}",
-            age,
+            _age(c.last_message_age),
             str(c.retry),
             str(c.reconnects),
+            str(c.rotations),
+            Text(str(stale), style="yellow" if stale else ""),
             str(c.malformed),
         )
+
+    symbols = Table(title="symbols", expand=True)
+    symbols.add_column("venue")
+    symbols.add_column("symbol")
+    symbols.add_column("quality", justify="right")
+    symbols.add_column("last close", justify="right")
+    symbols.add_column("missing streams", overflow="ellipsis", no_wrap=True)
+    symbols.add_column("reason", overflow="ellipsis", no_wrap=True)
+    for s in sorted(status.symbols, key=lambda s: s.quality):
+        symbols.add_row(
+            s.venue,
+            s.symbol,
+            Text(f"{s.quality:.2f}", style=quality_style(s.quality, min_quality)),
+            "-" if s.last_close is None else str(s.last_close),
+            Text(", ".join(s.missing_streams), style="red") if s.missing_streams else "",
+            s.reason,
+        )
+
     venues = Table(title="venues", expand=True)
-    for col in ("venue", "clock offset", "REST calls", "REST errors", "weight used", "last error"):
+    for col in (
+        "venue",
+        "clock offset",
+        "REST calls",
+        "REST errors",
+        "weight used",
+        "banned for",
+        "last error",
+    ):
         venues.add_column(col)
     for v in status.venues:
         venues.add_row(
@@ -60,14 +115,19 @@ def render_status(status: FeedStatus, rates: dict[str, float]) -> Group:
             str(v.rest_requests),
             str(v.rest_errors),
             "-" if v.rest_used_weight is None else str(v.rest_used_weight),
+            # Rounded up: "0s" while still banned would read as "not banned".
+            Text(f"{math.ceil(v.rest_banned_for)}s", style="red") if v.rest_banned_for else "-",
             v.rest_last_error or "",
         )
-    return Group(conns, venues)
+    return Group(conns, symbols, venues)
 
 
-async def live_view(feed: Feed, console: Console, *, refresh: float = 0.25) -> None:
+async def live_view(
+    feed: Feed, console: Console, *, refresh: float = 0.25, min_quality: float = 0.5
+) -> None:
     """Redraw the status a few times a second until cancelled. Rendering is cheap and
-    happens between frames, so it does not slow the feed measurably."""
+    happens between frames, so it does not slow the feed measurably. ``min_quality``:
+    below it a symbol's quality shows red (pass ``config.monitoring.min_quality``)."""
     last: dict[str, tuple[float, int]] = {}
     rates: dict[str, float] = {}
     with Live(console=console, auto_refresh=False, transient=False) as live:
@@ -80,5 +140,5 @@ async def live_view(feed: Feed, console: Console, *, refresh: float = 0.25) -> N
                     if now > t0:
                         rates[c.id] = (c.messages - n0) / (now - t0)
                 last[c.id] = (now, c.messages)
-            live.update(render_status(status, rates), refresh=True)
+            live.update(render_status(status, rates, min_quality=min_quality), refresh=True)
             await trio.sleep(refresh)
