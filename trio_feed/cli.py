@@ -233,7 +233,7 @@ async def _view_task(feed: Feed) -> None:
     from .view import live_view
 
     assert _tty_console is not None
-    await live_view(feed, _tty_console)
+    await live_view(feed, _tty_console, min_quality=feed.config.monitoring.min_quality)
 
 
 async def _write_jsonl_task(sub: Subscription, path: str, outcome: _RunOutcome) -> None:
