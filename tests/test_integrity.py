@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,16 @@ import pytest
 import trio
 import trio.testing
 from trio_feed import Feed, Kline, Trade
+from trio_feed.core.clock import MarketClock
+from trio_feed.core.keeper import DataKeys, VenueData
 from trio_feed.core.trade_klines import TradeKlineBuilder
-from trio_feed.events import Event, Reconcile
-from trio_feed.runtime.rest import RestRateLimited
+from trio_feed.events import Event, Reconcile, StateChange
+from trio_feed.plan import data_keys, plan_feed
+from trio_feed.runtime.integrity import VenueIntegrity
+from trio_feed.runtime.rest import DEFAULT_RETRY, RestClient, RestRateLimited
 from trio_feed.runtime.sqlite_store import SqliteStore
 from trio_feed.testing import FakeExchange
+from trio_feed.venues import get_adapter
 
 from support import (
     assert_klines_complete,
@@ -568,3 +575,302 @@ async def test_a_store_that_cannot_be_written_is_reported_and_catches_up_without
             assert [kline_row(k) for k in store.klines(VENUE, symbol, "1m")] == [
                 kline_row(k) for k in closed
             ]
+
+
+# ---- changing subscriptions: VenueIntegrity.reconfigure, driven directly ---------------
+
+
+@asynccontextmanager
+async def running_integrity(
+    fake: FakeExchange, symbols: list[str], channels: list[str], *, kline_interval: float = 20.0
+) -> AsyncIterator[tuple[VenueIntegrity, list[Event]]]:
+    """A `VenueIntegrity` wired as the feed wires one (the fake's REST, its clock, synced),
+    running, without connections: the test delivers items and reconfigures it itself.
+    Yields it and the list of what it published."""
+    config = make_config(
+        symbols=symbols, channels=channels, reconciliation={"kline_interval": kline_interval}
+    )
+    (plan,) = plan_feed(config)
+    clock = MarketClock(fake.now_ms)
+    clock.observe(fake.now_ms(), clock.local_ms(), clock.local_ms())
+    rest = RestClient(
+        plan.adapter,
+        plan.config.rest_url,
+        transport=fake.rest_transport,
+        clock=clock,
+        rng=random.Random(1),
+    )
+    published: list[Event] = []
+    integrity = VenueIntegrity(
+        adapter=plan.adapter,
+        rest=rest,
+        clock=clock,
+        data=VenueData.from_keys(VENUE, data_keys(plan.adapter, symbols, channels)),
+        publish=published.extend,
+        reconciliation=plan.config.reconciliation,
+        rng=random.Random(2),
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(integrity.run)
+            yield integrity, published
+            nursery.cancel_scope.cancel()
+    finally:
+        await rest.aclose()
+
+
+def keys_for(symbols: list[str], channels: list[str]) -> DataKeys:
+    return data_keys(get_adapter(VENUE), symbols, channels)
+
+
+def reconcile_checks(fake: FakeExchange, since: int = 0) -> list[tuple[str, str, int]]:
+    """(symbol, interval, exchange ms) of each reconciliation request (the last klines,
+    no range), from the ``since``-th REST request on."""
+    return [
+        (r.params["symbol"], r.params["interval"], r.time)
+        for r in fake.rest_requests[since:]
+        if r.path == "/fapi/v1/klines" and "startTime" not in r.params
+    ]
+
+
+def task_names() -> list[str]:
+    def walk(task: trio.lowlevel.Task) -> list[str]:
+        return [task.name] + [
+            n for c in task.child_nurseries for t in c.child_tasks for n in walk(t)
+        ]
+
+    return walk(trio.lowlevel.current_root_task())
+
+
+class StepCounter(trio.abc.Instrument):
+    """How many times tasks whose name contains ``name`` were scheduled."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.name in task.name:
+            self.steps += 1
+
+
+def fake_kline(fake: FakeExchange, symbol: str, minute: int, *, closed: bool = True) -> Kline:
+    t = fake.start_time_ms + minute * 60_000
+    one = Decimal(1)
+    return Kline(
+        VENUE, symbol, "1m", t, t + 59_999, one, one, one, one, one, one, 1, one, one, closed
+    )
+
+
+def fake_trade(fake: FakeExchange, symbol: str, agg_id: int) -> Trade:
+    (a,) = fake.market.trades(symbol, from_id=agg_id, limit=1)
+    return Trade(
+        VENUE,
+        symbol,
+        a.agg_id,
+        a.price,
+        a.qty,
+        a.first_trade_id,
+        a.last_trade_id,
+        a.time,
+        a.buyer_is_maker,
+    )
+
+
+async def test_reconciliation_follows_the_kline_keys_as_they_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with FakeExchange(seed=51, tick=0.5, kline_every=1) as fake:
+        async with running_integrity(fake, ["BTCUSDT"], ["kline_1m", "aggTrade"]) as (
+            integrity,
+            _,
+        ):
+            await trio.sleep(65.0)
+            first = reconcile_checks(fake)
+            integrity.reconfigure(keys_for(["ETHUSDT"], ["kline_1m", "kline_5m", "aggTrade"]))
+            mark = len(fake.rest_requests)
+            await trio.sleep(70.0)
+            changed = reconcile_checks(fake, mark)
+            # No streamed kline key at all: the loop idles, scheduled only when woken.
+            counter = StepCounter("reconcile")
+            trio.lowlevel.add_instrument(counter)
+            integrity.reconfigure(keys_for(["ETHUSDT"], ["kline_1s", "aggTrade"]))
+            mark = len(fake.rest_requests)
+            await trio.sleep(600.0)
+            trio.lowlevel.remove_instrument(counter)
+            idle = reconcile_checks(fake, mark)
+            integrity.reconfigure(keys_for(["BTCUSDT"], ["kline_1m"]))
+            mark = len(fake.rest_requests)
+            await trio.sleep(45.0)
+            back = reconcile_checks(fake, mark)
+    assert [(s, i) for s, i, _ in first] == [("BTCUSDT", "1m")] * 3
+    # The round under way passes the removed key over; the next walks the two new keys,
+    # spread over the interval by their count (20 s / 2).
+    assert {(s, i) for s, i, _ in changed} == {("ETHUSDT", "1m"), ("ETHUSDT", "5m")}
+    assert len(changed) >= 4
+    gaps = [b - a for (_, _, a), (_, _, b) in itertools.pairwise(changed)]
+    assert all(abs(g - 10_000) < 100 for g in gaps), gaps
+    assert idle == []
+    assert counter.steps <= 5  # woken by the reconfigure, not spinning
+    assert [(s, i) for s, i, _ in back] == [("BTCUSDT", "1m")] * 2
+
+
+async def test_the_build_ticker_starts_with_the_first_built_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with FakeExchange(seed=52, tick=0.5) as fake:
+        async with running_integrity(fake, ["BTCUSDT"], ["aggTrade"]) as (integrity, published):
+            await trio.sleep(30.0)
+            assert f"ticker {VENUE}" not in task_names()
+            integrity.reconfigure(keys_for(["BTCUSDT"], ["aggTrade", "kline_1s"]))
+            assert f"ticker {VENUE}" in task_names()
+            up = [True]
+            integrity.watch_trade_stream("BTCUSDT", lambda: up[0])
+            fake.market.advance_to(fake.now_ms())
+            (last,) = fake.market.trades("BTCUSDT", limit=1)
+            integrity.deliver([fake_trade(fake, "BTCUSDT", last.agg_id)])
+            await trio.sleep(5.0)
+            # No later trade came: only the ticker closes the quiet seconds.
+            seconds = [e for e in published if isinstance(e, Kline) and e.interval == "1s"]
+            integrity.unwatch_trade_stream("BTCUSDT")
+            await trio.sleep(5.0)
+            unwatched = [e for e in published if isinstance(e, Kline) and e.interval == "1s"]
+            integrity.watch_trade_stream("BTCUSDT", lambda: up[0])
+            await trio.sleep(2.0)
+            watched = [e for e in published if isinstance(e, Kline) and e.interval == "1s"]
+            # Every built interval removed: the ticker may stay, idle, and builds nothing.
+            integrity.reconfigure(keys_for(["BTCUSDT"], ["aggTrade"]))
+            await trio.sleep(10.0)
+            removed = [e for e in published if isinstance(e, Kline) and e.interval == "1s"]
+            names = task_names()
+    assert len(seconds) >= 2 and all(k.source == "trades" and k.closed for k in seconds)
+    assert seconds[0].open_time == last.time // 1000 * 1000
+    assert unwatched == seconds  # its stream is not known to be up: no guessing
+    times = [k.open_time for k in watched]
+    assert len(watched) > len(seconds) + 5
+    assert times == list(range(times[0], times[0] + 1000 * len(times), 1000))
+    assert removed == watched
+    assert names.count(f"ticker {VENUE}") == 1
+
+
+async def test_a_kline_fill_of_a_removed_key_ends_and_its_late_page_is_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with FakeExchange(seed=53, tick=0.5, kline_every=1, rest_latency=2.0) as fake:
+        await trio.sleep(10 * MINUTE)
+        async with running_integrity(fake, ["BTCUSDT"], ["kline_1m"], kline_interval=1e6) as (
+            integrity,
+            published,
+        ):
+            k = ("BTCUSDT", "1m")
+            integrity.deliver([fake_kline(fake, "BTCUSDT", 0), fake_kline(fake, "BTCUSDT", 3)])
+            await trio.sleep(0.5)  # the fill of minutes 1..2 is on the wire
+            assert integrity.fills_in_progress == 1
+            integrity.reconfigure(keys_for([], []))
+            integrity.reconfigure(keys_for(["BTCUSDT"], ["kline_1m"]))  # again, fresh
+            fresh = integrity.data.kline_seqs[k]
+            # The fresh key anchors at minute 5; minute 8 shows a gap of 6..7, which the
+            # fill task still running for the key takes on once the stale page is dropped.
+            integrity.deliver(
+                [fake_kline(fake, "BTCUSDT", 5), fake_kline(fake, "BTCUSDT", 8, closed=False)]
+            )
+            await trio.sleep(10.0)
+            assert integrity.fills_in_progress == 0
+            assert integrity.data.kline_seqs[k] is fresh
+            # Removed while its fill retries after server errors: the task ends at its
+            # next step, without asking again.
+            fake.rest_fault("/fapi/v1/klines", 503, count=1000)
+            integrity.deliver([fake_kline(fake, "BTCUSDT", 10)])  # held: 8..9 missing
+            await trio.sleep(40.0)
+            retrying = (integrity.fills_in_progress, integrity.stats.fill_errors)
+            integrity.reconfigure(keys_for([], []))
+            removed_at = fake.now_ms()
+            mark = len(fake.rest_requests)
+            await trio.sleep(120.0)
+            after = [r.time for r in fake.rest_requests[mark:] if r.path == "/fapi/v1/klines"]
+            ended = (integrity.fills_in_progress, integrity.stats.fill_errors)
+    closed = [
+        (e.open_time - fake.start_time_ms) // 60_000
+        for e in published
+        if isinstance(e, Kline) and e.closed
+    ]
+    assert closed == [0, 5, 6, 7]  # not 1..2: their page came for a key since removed
+    assert [e.source for e in published if isinstance(e, Kline) and e.closed] == [
+        "ws",
+        "ws",
+        "rest",
+        "rest",
+    ]
+    assert retrying[0] == 1 and retrying[1] >= 1
+    # The call on the wire finishes its own retries; its failure is not counted, and no
+    # further call follows.
+    assert ended == (0, retrying[1])
+    assert len(after) <= DEFAULT_RETRY.max_retries + 1
+    assert all(t < removed_at + 40_000 for t in after)
+
+
+async def test_a_trade_fill_of_a_removed_symbol_ends_without_publishing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with FakeExchange(seed=54, tick=0.5, rest_latency=2.0) as fake:
+        await trio.sleep(MINUTE)
+        fake.market.advance_to(fake.now_ms())
+        first = fake.market.trades("BTCUSDT", limit=20)[0].agg_id
+        async with running_integrity(fake, ["BTCUSDT", "ETHUSDT"], ["aggTrade"]) as (
+            integrity,
+            published,
+        ):
+            integrity.deliver([fake_trade(fake, "BTCUSDT", first)])
+            integrity.deliver([fake_trade(fake, "BTCUSDT", first + 4)])  # 1..3 missing
+            await trio.sleep(0.5)
+            in_flight = integrity.fills_in_progress
+            integrity.reconfigure(keys_for(["ETHUSDT"], ["aggTrade"]))
+            await trio.sleep(5.0)
+            ended = integrity.fills_in_progress
+    asked = [r for r in fake.rest_requests if r.path == "/fapi/v1/aggTrades"]
+    assert [r.params["fromId"] for r in asked] == [str(first + 1)]  # answered, then dropped
+    assert in_flight == 1 and ended == 0
+    assert [e.id for e in published if isinstance(e, Trade)] == [first]
+    assert integrity.stats.trades_backfilled == 0
+
+
+async def test_a_resubscribed_connection_catches_up_streams_added_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    adapter = get_adapter(VENUE)
+    async with FakeExchange(seed=55, tick=0.5, kline_every=1) as fake:
+        async with running_integrity(fake, ["BTCUSDT"], ["aggTrade"], kline_interval=1e6) as (
+            integrity,
+            published,
+        ):
+            await trio.sleep(MINUTE)
+            integrity.reconfigure(keys_for(["BTCUSDT", "ETHUSDT"], ["aggTrade", "kline_1m"]))
+            fake.market.advance_to(fake.now_ms())
+            last = fake.market.trades("ETHUSDT", limit=1)[0].agg_id
+            integrity.deliver([fake_trade(fake, "ETHUSDT", last), fake_kline(fake, "ETHUSDT", 0)])
+            await trio.sleep(3 * MINUTE)  # the connection is down meanwhile
+            mark = len(fake.rest_requests)
+            streams = [
+                adapter.stream("ETHUSDT", "aggTrade"),
+                adapter.stream("ETHUSDT", "kline_1m"),
+                adapter.stream("SOLUSDT", "aggTrade"),  # not tracked: passed over
+                adapter.stream("SOLUSDT", "kline_1m"),
+            ]
+            event = StateChange("binance-usdm/market/0", "SUBSCRIBED", "CONNECTED", 0, (), 0)
+            integrity.connection_state(event, streams)
+            await trio.sleep(10.0)
+            asked = fake.rest_requests[mark:]
+    assert {(r.path, r.params["symbol"]) for r in asked} == {
+        ("/fapi/v1/aggTrades", "ETHUSDT"),
+        ("/fapi/v1/klines", "ETHUSDT"),
+    }
+    trades = [e for e in published if isinstance(e, Trade) and e.symbol == "ETHUSDT"]
+    assert_trades_complete(trades, fake, "ETHUSDT")
+    assert len(trades) > 10 and {t.source for t in trades[1:]} == {"rest"}
+    minutes = [
+        (e.open_time - fake.start_time_ms) // 60_000
+        for e in published
+        if isinstance(e, Kline) and e.closed and e.symbol == "ETHUSDT"
+    ]
+    # Up to the exchange clock's last surely closed minute (4:00 less the margin is in 3).
+    assert minutes == [0, 1, 2]

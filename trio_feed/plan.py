@@ -6,15 +6,18 @@ exactly what the feed does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from attrs import frozen
 
 from .config import FeedConfig, VenueConfig
+from .core.keeper import DataKeys
 from .core.pool import ConnectionPlan, PoolPlanner
 from .errors import ConfigError
 from .venues import get_adapter
 from .venues.base import StreamSpec, VenueAdapter
 
-__all__ = ["VenuePlan", "plan_feed", "venue_streams"]
+__all__ = ["VenuePlan", "data_keys", "plan_feed", "venue_streams"]
 
 
 @frozen
@@ -39,6 +42,37 @@ def venue_streams(adapter: VenueAdapter, venue: VenueConfig) -> list[StreamSpec]
             spec = adapter.stream(symbol, channel)
             streams.setdefault(spec.name, spec)
     return list(streams.values())
+
+
+def data_keys(adapter: VenueAdapter, symbols: Sequence[str], channels: Sequence[str]) -> DataKeys:
+    """What a venue's data keeper tracks for ``symbols`` x ``channels`` (channels passed
+    the adapter's `~VenueAdapter.check_channel`).
+
+    Streamed kline channels give kline keys as their events name them
+    (`~VenueAdapter.kline_key`); kline channels the venue does not stream are built from
+    the symbol's trades (`~VenueAdapter.built_interval`), so they need its trade stream
+    without publishing it; ``aggTrade`` needs the trade stream and publishes it. Other
+    channels need nothing kept. Called at start and on every subscription change, so
+    both track the same keys for the same streams.
+    """
+    kline_keys: list[tuple[str, str]] = []
+    built: dict[str, list[str]] = {}
+    trade_symbols: set[str] = set()
+    published: set[str] = set()
+    for symbol in symbols:
+        for channel in channels:
+            interval = adapter.built_interval(channel)
+            if interval is not None:
+                built.setdefault(symbol, []).append(interval)
+                trade_symbols.add(symbol)
+                continue
+            key = adapter.kline_key(symbol, channel)
+            if key is not None:
+                kline_keys.append(key)
+            elif channel == "aggTrade":
+                trade_symbols.add(symbol)
+                published.add(symbol)
+    return DataKeys(kline_keys, built, sorted(trade_symbols), published)
 
 
 def plan_feed(config: FeedConfig) -> list[VenuePlan]:

@@ -10,6 +10,13 @@ shell must fetch. It never awaits and never reads a clock.
 
 Restart: `ResumePoint` values (read from the store) anchor each key where the last run
 stopped, so the first live item of a key reveals exactly what the restart missed.
+
+Subscriptions change while running: `VenueData.reconfigure` takes the new `DataKeys`. Keys
+in both the old and the new set keep their sequencers untouched; new keys start fresh, as at
+a first start without a store; removed keys are forgotten entirely (sequencer, builders,
+what they held and their cache entries), so a later re-subscribe starts clean. Late input
+for a removed key (a frame in flight when it was unsubscribed, a fill page still on the
+wire) is dropped, never published unsequenced.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
 from ..events import DepthDiff, Kline, Reconcile, Trade
 from .caches import KlineCache, TradeCache
@@ -25,9 +32,55 @@ from .intervals import next_open
 from .sequence import KlineGap, KlineSequencer, TradeGap, TradeSequencer
 from .trade_klines import TradeKlineBuilder
 
-__all__ = ["Gap", "ResumePoint", "VenueData", "kline_mismatches"]
+__all__ = ["DataKeys", "Gap", "ResumePoint", "VenueData", "kline_mismatches"]
 
 Gap = KlineGap | TradeGap
+
+
+# Concrete converters (mypy's attrs plugin types the constructor from them). Each keeps the
+# first of duplicates, in order: a key named twice (two channels needing one trade stream)
+# is tracked once.
+def _kline_keys(items: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _names(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _name_set(items: Iterable[str]) -> frozenset[str]:
+    return frozenset(items)
+
+
+def _built_map(built: Mapping[str, Iterable[str]]) -> Mapping[str, tuple[str, ...]]:
+    # A symbol without intervals builds nothing: left out, so it compares as absent.
+    out = {symbol: _names(intervals) for symbol, intervals in built.items()}
+    return {symbol: intervals for symbol, intervals in out.items() if intervals}
+
+
+@frozen(slots=True)
+class DataKeys:
+    """What one venue's keeper tracks, derived from its (symbols x channels).
+
+    Every symbol with built intervals or published trades must be among ``trade_symbols``
+    (their klines and events come from its trade stream); ValueError otherwise. Duplicates
+    are dropped, the first kept.
+    """
+
+    #: The streamed kline keys, as their events name them (``BTCUSDT_PERPETUAL`` for
+    #: continuous klines).
+    kline_keys: tuple[tuple[str, str], ...] = field(converter=_kline_keys)
+    #: Per symbol, the intervals built from its trades.
+    built: Mapping[str, tuple[str, ...]] = field(converter=_built_map, hash=False)
+    #: Symbols whose trade stream is subscribed (for publishing, for building, or both).
+    trade_symbols: tuple[str, ...] = field(converter=_names)
+    #: Symbols whose trades go out as events (the others only feed builders and the cache).
+    published_trades: frozenset[str] = field(converter=_name_set)
+
+    def __attrs_post_init__(self) -> None:
+        missing = (set(self.built) | self.published_trades) - set(self.trade_symbols)
+        if missing:
+            raise ValueError(f"symbols {sorted(missing)} need their trade stream")
 
 
 @frozen(slots=True)
@@ -75,6 +128,8 @@ class VenueData:
       published_trades: symbols whose trades go out as events (the others only feed builders
         and the trade cache).
       resume: where the previous run stopped, if a store says so.
+
+    `from_keys` takes the same keys as one `DataKeys`; `reconfigure` changes them later.
     """
 
     def __init__(
@@ -91,11 +146,13 @@ class VenueData:
         resume: ResumePoint | None = None,
     ) -> None:
         self.exchange = exchange
+        keys = DataKeys(kline_keys, built, trade_symbols, published_trades)
+        self._keys = keys
         self.klines = KlineCache(kline_max_size)
         self.trades = TradeCache(trade_max_size, trade_window_ms)
         resume = resume or ResumePoint({}, {})
         self.kline_seqs: dict[tuple[str, str], KlineSequencer] = {}
-        for key in kline_keys:
+        for key in keys.kline_keys:
             last = resume.klines.get(key)
             anchor = None
             if last is not None:
@@ -104,7 +161,7 @@ class VenueData:
             self.kline_seqs[key] = KlineSequencer(*key, next_open_time=anchor)
         self.builders: dict[str, list[TradeKlineBuilder]] = {}
         build_from: dict[str, int] = {}
-        for symbol, intervals in built.items():
+        for symbol, intervals in keys.built.items():
             builders = []
             for interval in intervals:
                 last = resume.klines.get((symbol, interval))
@@ -120,12 +177,12 @@ class VenueData:
                 self.klines.update(last)
                 build_from[symbol] = min(build_from.get(symbol, start), start)
             self.builders[symbol] = builders
-        self.published_trades = frozenset(published_trades)
+        self.published_trades = keys.published_trades
         #: Per symbol, the first trade id that goes out as an event: a restart that rebuilds
         #: klines from an earlier time replays older trades to the builders only.
         self._publish_from: dict[str, int] = {}
         self.trade_seqs: dict[str, TradeSequencer] = {}
-        for symbol in trade_symbols:
+        for symbol in keys.trade_symbols:
             stored = resume.trade_ids.get(symbol)
             if symbol in build_from:
                 # Rebuild from the first unfinished bucket; publish only what is new.
@@ -136,10 +193,123 @@ class VenueData:
                 seq = TradeSequencer(symbol, next_id=None if stored is None else stored + 1)
             self.trade_seqs[symbol] = seq
         self._emitted: list[Trade] = []
+        #: Keys removed by `reconfigure` (and not added back): their late live items are
+        #: dropped instead of passed on unsequenced.
+        self._removed_klines: set[tuple[str, str]] = set()
+        self._removed_trades: set[str] = set()
+        # What the sequencers of removed keys had skipped, so the totals never go down.
+        self._retired_kline_skips = 0
+        self._retired_trade_skips = 0
         #: Order-book diffs received (not yet kept as books).
         self.depth_diffs = 0
         #: REST reconciliation mismatches found, per symbol.
         self.mismatches: dict[str, int] = {}
+
+    @classmethod
+    def from_keys(
+        cls,
+        exchange: str,
+        keys: DataKeys,
+        *,
+        kline_max_size: int = 500,
+        trade_max_size: int = 1000,
+        trade_window_ms: int = 60_000,
+        resume: ResumePoint | None = None,
+    ) -> VenueData:
+        """A keeper tracking ``keys`` (see the class for the other arguments)."""
+        return cls(
+            exchange,
+            kline_keys=keys.kline_keys,
+            built=keys.built,
+            trade_symbols=keys.trade_symbols,
+            published_trades=keys.published_trades,
+            kline_max_size=kline_max_size,
+            trade_max_size=trade_max_size,
+            trade_window_ms=trade_window_ms,
+            resume=resume,
+        )
+
+    # ---- what is tracked ------------------------------------------------------------------
+
+    @property
+    def keys(self) -> DataKeys:
+        """What this keeper tracks now."""
+        return self._keys
+
+    @property
+    def klines_skipped(self) -> int:
+        """Kline buckets given up over the keeper's life (removed keys' included)."""
+        return self._retired_kline_skips + sum(q.skipped for q in self.kline_seqs.values())
+
+    @property
+    def trade_ids_skipped(self) -> int:
+        """Trade ids given up over the keeper's life (removed symbols' included)."""
+        return self._retired_trade_skips + sum(q.skipped for q in self.trade_seqs.values())
+
+    def reconfigure(self, keys: DataKeys) -> None:
+        """Track ``keys`` from now on.
+
+        Keys in both the old and the new set are untouched: their sequencers and builders
+        keep their state and what they hold, so nothing is lost or emitted twice. New kline
+        keys and trade symbols get fresh sequencers without an anchor (their first live item
+        starts them, as at a first start without a store); new built intervals get fresh
+        builders, which start from the next trade their symbol's sequencer emits. Removed
+        keys are forgotten: sequencers, builders, held items and cache entries, so that
+        ``history()`` never stitches across the time a key was unsubscribed. Publishing of
+        a kept symbol's trades starts or stops with its next trade.
+        """
+        old = self._keys
+        if keys == old:
+            return
+        exchange = self.exchange
+        # Kline keys. The dicts are rebuilt, not mutated: whoever iterates the old one
+        # (across an await in the shell) is not disturbed.
+        seqs: dict[tuple[str, str], KlineSequencer] = {}
+        for key in keys.kline_keys:
+            seq = self.kline_seqs.get(key)
+            if seq is None:
+                seq = KlineSequencer(*key)
+                self._removed_klines.discard(key)
+            seqs[key] = seq
+        for key, seq in self.kline_seqs.items():
+            if key not in seqs:
+                self._retired_kline_skips += seq.skipped
+                self.klines.discard(*key)
+                self._removed_klines.add(key)
+        self.kline_seqs = seqs
+        # Built intervals, matched by interval so a kept one keeps its bucket.
+        builders: dict[str, list[TradeKlineBuilder]] = {}
+        for symbol, intervals in keys.built.items():
+            kept = {b.interval: b for b in self.builders.get(symbol, ())}
+            new_builders = builders[symbol] = []
+            for interval in intervals:
+                builder = kept.get(interval)
+                if builder is None:
+                    builder = TradeKlineBuilder(exchange, symbol, interval)
+                new_builders.append(builder)
+        for symbol, old_builders in self.builders.items():
+            wanted = keys.built.get(symbol, ())
+            for b in old_builders:
+                if b.interval not in wanted:
+                    self.klines.discard(symbol, b.interval)
+        self.builders = builders
+        # Trade symbols: kept while any channel needs the stream (DataKeys checks that).
+        trade_seqs: dict[str, TradeSequencer] = {}
+        for symbol in keys.trade_symbols:
+            tseq = self.trade_seqs.get(symbol)
+            if tseq is None:
+                tseq = TradeSequencer(symbol)
+                self._removed_trades.discard(symbol)
+            trade_seqs[symbol] = tseq
+        for symbol, tseq in self.trade_seqs.items():
+            if symbol not in trade_seqs:
+                self._retired_trade_skips += tseq.skipped
+                self.trades.discard(symbol)
+                self._publish_from.pop(symbol, None)
+                self._removed_trades.add(symbol)
+        self.trade_seqs = trade_seqs
+        self.published_trades = keys.published_trades
+        self._keys = keys
 
     # ---- live data (the per-frame path) ---------------------------------------------------
 
@@ -155,7 +325,8 @@ class VenueData:
                 kline: Kline = item  # type: ignore[assignment]
                 kseq = kline_seqs.get((kline.symbol, kline.interval))
                 if kseq is None:
-                    out.append(item)
+                    if (kline.symbol, kline.interval) not in self._removed_klines:
+                        out.append(item)
                     continue
                 n = len(out)
                 gap: Gap | None = kseq.on_kline(kline, out)  # type: ignore[arg-type]
@@ -165,7 +336,8 @@ class VenueData:
                 trade: Trade = item  # type: ignore[assignment]
                 tseq = trade_seqs.get(trade.symbol)
                 if tseq is None:
-                    out.append(item)
+                    if trade.symbol not in self._removed_trades:
+                        out.append(item)
                     continue
                 emitted = self._emitted  # reused: no list per trade on this path
                 gap = tseq.on_trade(trade, emitted)
@@ -206,15 +378,22 @@ class VenueData:
     def apply_kline_page(
         self, key: tuple[str, str], klines: Sequence[Kline], *, complete: bool, out: list[object]
     ) -> None:
-        """One REST page of a kline fill."""
+        """One REST page of a kline fill (ignored if ``key`` is no longer tracked)."""
+        seq = self.kline_seqs.get(key)
+        if seq is None:
+            return
         n = len(out)
-        self.kline_seqs[key].on_page(klines, out, complete=complete)  # type: ignore[arg-type]
+        seq.on_page(klines, out, complete=complete)  # type: ignore[arg-type]
         self._cache_from(out, n)
 
     def abandon_klines(self, key: tuple[str, str], out: list[object]) -> None:
-        """Give a kline fill up (the exchange refuses it): release what was held."""
+        """Give a kline fill up (the exchange refuses it): release what was held (nothing
+        if ``key`` is no longer tracked)."""
+        seq = self.kline_seqs.get(key)
+        if seq is None:
+            return
         n = len(out)
-        self.kline_seqs[key].abandon(out)  # type: ignore[arg-type]
+        seq.abandon(out)  # type: ignore[arg-type]
         self._cache_from(out, n)
 
     def _cache_from(self, out: list[object], start: int) -> None:
@@ -226,24 +405,31 @@ class VenueData:
     def apply_trade_page(
         self, symbol: str, trades: Sequence[Trade], *, complete: bool, out: list[object]
     ) -> None:
-        """One REST page of a trade fill."""
+        """One REST page of a trade fill (ignored if ``symbol`` is no longer tracked)."""
+        seq = self.trade_seqs.get(symbol)
+        if seq is None:
+            return
         emitted: list[Trade] = []
-        self.trade_seqs[symbol].on_page(trades, emitted, complete=complete)
+        seq.on_page(trades, emitted, complete=complete)
         if emitted:
             self._emit_trades(symbol, emitted, out)
 
     def abandon_trades(self, symbol: str, out: list[object]) -> None:
-        """Give a trade fill up: release what was held."""
+        """Give a trade fill up: release what was held (nothing if ``symbol`` is no longer
+        tracked)."""
+        seq = self.trade_seqs.get(symbol)
+        if seq is None:
+            return
         emitted: list[Trade] = []
-        self.trade_seqs[symbol].abandon(emitted)
+        seq.abandon(emitted)
         if emitted:
             self._emit_trades(symbol, emitted, out)
 
     def gap(self, key: tuple[str, str] | str) -> Gap | None:
-        """What remains to fetch for a kline key or a trade symbol."""
-        if isinstance(key, tuple):
-            return self.kline_seqs[key].gap()
-        return self.trade_seqs[key].gap()
+        """What remains to fetch for a kline key or a trade symbol (None if it is not
+        tracked, e.g. unsubscribed while its fill ran)."""
+        seq = self.kline_seqs.get(key) if isinstance(key, tuple) else self.trade_seqs.get(key)
+        return None if seq is None else seq.gap()
 
     # ---- reconnects and time ------------------------------------------------------------
 

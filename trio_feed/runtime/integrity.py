@@ -11,6 +11,12 @@ Faults never lose data: a transient failure (5xx, timeout, rate limit, an unpars
 retries the same page after a capped, jittered backoff while the sequencer keeps holding live
 items; only an error the venue will repeat forever (a 4xx such as "data older than 48 h")
 gives the gap up, which is logged, counted in ``status()`` and releases what was held.
+
+Subscriptions change while running (`VenueIntegrity.reconfigure`): the reconciliation loop
+walks the kline keys tracked at the start of each round, the build ticker starts with the
+first built interval, and a fill of a key that was removed ends at its next step. A fill
+page that arrives after its key was removed (or removed and added again, with a fresh
+sequencer) is dropped: it answered a gap that no longer exists.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from ..config import ReconciliationConfig
 from ..core.backoff import Backoff, BackoffPolicy
 from ..core.clock import MarketClock
 from ..core.intervals import bucket_open, interval_ms
-from ..core.keeper import Gap, VenueData
-from ..core.sequence import KlineGap, TradeGap
+from ..core.keeper import DataKeys, Gap, VenueData
+from ..core.sequence import KlineGap, KlineSequencer, TradeGap, TradeSequencer
 from ..errors import MalformedFrame
 from ..events import Event, StateChange
 from ..venues.base import ParsedItem, StreamSpec, VenueAdapter
@@ -100,6 +106,9 @@ class VenueIntegrity:
         self._filling: set[tuple[str, str] | str] = set()
         #: Per symbol, the function telling whether its trade stream's connection is up.
         self._trade_stream_up: dict[str, Callable[[], bool]] = {}
+        #: Set (and replaced) by every `reconfigure`: wakes the loops idling without keys.
+        self._keys_changed = trio.Event()
+        self._ticking = False
 
     @property
     def fills_in_progress(self) -> int:
@@ -118,8 +127,10 @@ class VenueIntegrity:
             self.start_fills(gaps)
 
     def connection_state(self, event: StateChange, streams: Iterable[StreamSpec]) -> None:
-        """A connection holding ``streams`` changed state: once it is SUBSCRIBED (again),
-        catch its trades up and check its klines against the exchange's clock."""
+        """A connection holding ``streams`` (what it holds now, streams subscribed since it
+        opened included) changed state: once it is SUBSCRIBED (again), catch its trades up
+        and check its klines against the exchange's clock. Streams of keys not tracked
+        (any more) are passed over."""
         if event.state != "SUBSCRIBED":
             return
         kline_keys: list[tuple[str, str]] = []
@@ -139,6 +150,21 @@ class VenueIntegrity:
         of quiet buckets close only while it is)."""
         self._trade_stream_up[symbol] = up
 
+    def unwatch_trade_stream(self, symbol: str) -> None:
+        """Forget how to tell whether ``symbol``'s trade stream is connected (it was
+        unsubscribed, or moved: watch it again then). Its quiet buckets stop closing."""
+        self._trade_stream_up.pop(symbol, None)
+
+    def reconfigure(self, keys: DataKeys) -> None:
+        """Track ``keys`` from now on (see `VenueData.reconfigure`) and make the running
+        tasks follow: the reconciliation loop checks the new kline keys from its next round
+        and no longer checks removed ones, the build ticker starts with the first built
+        interval, and fills of removed keys end at their next step."""
+        self.data.reconfigure(keys)
+        changed, self._keys_changed = self._keys_changed, trio.Event()
+        changed.set()
+        self._start_ticker()
+
     def _horizon(self, interval: str) -> int | None:
         if not self.clock.synced:
             return None
@@ -154,32 +180,33 @@ class VenueIntegrity:
         for gap in gaps:
             key: tuple[str, str] | str
             key = (gap.symbol, gap.interval) if isinstance(gap, KlineGap) else gap.symbol
-            if key in self._filling:
-                continue
+            if key in self._filling or self.data.gap(key) is None:
+                continue  # one fill per key; none for a key no longer tracked
             self._filling.add(key)
             self.stats.fills_started += 1
             self._nursery.start_soon(self._fill, key, name=f"fill {self.name} {key}")
 
+    def _sequencer(self, key: tuple[str, str] | str) -> KlineSequencer | TradeSequencer | None:
+        if isinstance(key, tuple):
+            return self.data.kline_seqs.get(key)
+        return self.data.trade_seqs.get(key)
+
     async def _fill(self, key: tuple[str, str] | str) -> None:
         backoff = Backoff(FILL_RETRY, self._rng)
         try:
+            # No gap: done, or the key was unsubscribed meanwhile.
             while (gap := self.data.gap(key)) is not None:
+                seq = self._sequencer(key)
                 out: list[object] = []
                 try:
                     if isinstance(gap, KlineGap):
                         await self._fill_klines(gap, out)
                     else:
                         await self._fill_trades(gap, out)
-                except RestRateLimited as exc:
-                    self._fill_failed(gap, exc)
-                    await trio.sleep(max(1.0, exc.until - trio.current_time()))
                 except (RestError, MalformedFrame) as exc:
-                    self._fill_failed(gap, exc)
-                    if isinstance(exc, RestError) and _permanent(exc):
-                        self._abandon(key, gap, exc, out)
-                    else:
-                        # FILL_RETRY never gives up (max_retries 0): a delay always comes.
-                        await trio.sleep(backoff.next_delay(trio.current_time()) or 0.0)
+                    if self._sequencer(key) is not seq:
+                        continue  # unsubscribed meanwhile: the failure no longer matters
+                    await self._fill_error(key, gap, exc, backoff, out)
                 else:
                     backoff.retry = 0
                 if out:
@@ -187,20 +214,40 @@ class VenueIntegrity:
         finally:
             self._filling.discard(key)
 
+    async def _fill_error(
+        self,
+        key: tuple[str, str] | str,
+        gap: Gap,
+        exc: Exception,
+        backoff: Backoff,
+        out: list[object],
+    ) -> None:
+        """Pace (or give up) a fill after a failed page."""
+        self._fill_failed(gap, exc)
+        if isinstance(exc, RestRateLimited):
+            await trio.sleep(max(1.0, exc.until - trio.current_time()))
+        elif isinstance(exc, RestError) and _permanent(exc):
+            self._abandon(key, gap, exc, out)
+        else:
+            # FILL_RETRY never gives up (max_retries 0): a delay always comes.
+            await trio.sleep(backoff.next_delay(trio.current_time()) or 0.0)
+
     async def _fill_klines(self, gap: KlineGap, out: list[object]) -> None:
         adapter = self.adapter
+        key = (gap.symbol, gap.interval)
+        seq = self.data.kline_seqs.get(key)
         limit = adapter.max_klines_per_request
         req = adapter.klines_request(
             gap.symbol, gap.interval, start_time=gap.start, end_time=gap.end - 1, limit=limit
         )
         response = await self.rest.request(req)
+        if self.data.kline_seqs.get(key) is not seq:
+            return  # unsubscribed (and maybe subscribed again) while the page came
         klines = adapter.parse_klines(
             response.text, gap.symbol, gap.interval, self.clock.now_ms() - CLOSE_MARGIN_MS
         )
         before = len(out)
-        self.data.apply_kline_page(
-            (gap.symbol, gap.interval), klines, complete=len(klines) < limit, out=out
-        )
+        self.data.apply_kline_page(key, klines, complete=len(klines) < limit, out=out)
         self.stats.klines_backfilled += len(out) - before
         if len(out) > before:
             log.info(
@@ -213,6 +260,9 @@ class VenueIntegrity:
 
     async def _fill_trades(self, gap: TradeGap, out: list[object]) -> None:
         adapter = self.adapter
+        seq = self.data.trade_seqs.get(gap.symbol)
+        if seq is None:
+            return
         limit = adapter.max_trades_per_request
         if gap.from_id is not None:
             req = adapter.agg_trades_request(gap.symbol, from_id=gap.from_id, limit=limit)
@@ -222,8 +272,9 @@ class VenueIntegrity:
                 gap.symbol, start_time=start, end_time=start + TRADE_TIME_WINDOW_MS, limit=limit
             )
         response = await self.rest.request(req)
+        if self.data.trade_seqs.get(gap.symbol) is not seq:
+            return  # unsubscribed (and maybe subscribed again) while the page came
         trades = adapter.parse_agg_trades(response.text, gap.symbol)
-        seq = self.data.trade_seqs[gap.symbol]
         before = seq.backfilled
         if gap.from_id is None:
             if not trades:
@@ -263,28 +314,46 @@ class VenueIntegrity:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the fills, the reconciliation checks and the build ticker until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            waiting, self._waiting = self._waiting, []
-            self.start_fills(waiting)
-            if any(self.data.builders.values()):
-                nursery.start_soon(self._tick, name=f"ticker {self.name}")
-            if self.data.kline_seqs:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                waiting, self._waiting = self._waiting, []
+                self.start_fills(waiting)
+                self._start_ticker()
+                # Always running, idle while no kline key is streamed: one may be added.
                 nursery.start_soon(self._reconcile_klines, name=f"reconcile {self.name}")
-            task_status.started()
-            await trio.sleep_forever()  # fills start here for the feed's whole life
+                task_status.started()
+                await trio.sleep_forever()  # fills start here for the feed's whole life
+        finally:
+            # Closed: what comes later (a reconfigure during shutdown) must not start tasks.
+            self._nursery = None
+            self._ticking = False
+
+    def _start_ticker(self) -> None:
+        """Start the build ticker once there is something to build (it then stays)."""
+        if self._nursery is None or self._ticking or not any(self.data.builders.values()):
+            return
+        self._ticking = True
+        self._nursery.start_soon(self._tick, name=f"ticker {self.name}")
+
+    def _tick_period(self) -> float | None:
+        """Often enough to close the shortest built interval soon after its grace; None
+        while nothing is built."""
+        lengths = [_approx_ms(b.interval) for bs in self.data.builders.values() for b in bs]
+        if not lengths:
+            return None
+        return min(max(min(lengths) / 2000, MIN_TICK), MAX_TICK)
 
     async def _tick(self) -> None:
         def stream_up(symbol: str) -> bool:
             up = self._trade_stream_up.get(symbol)
             return up is not None and up()
 
-        # Wake often enough to close the shortest built interval soon after its grace.
-        shortest = min(
-            _approx_ms(b.interval) for builders in self.data.builders.values() for b in builders
-        )
-        period = min(max(shortest / 2000, MIN_TICK), MAX_TICK)
         while True:
+            period = self._tick_period()
+            if period is None:
+                await self._keys_changed.wait()  # every built interval was removed
+                continue
             await trio.sleep(period)
             if not self.clock.synced:
                 continue
@@ -293,21 +362,33 @@ class VenueIntegrity:
             if out:
                 self._publish(out)  # type: ignore[arg-type]
 
+    def _reconciled_keys(self) -> list[tuple[str, str]]:
+        return [k for k, seq in self.data.kline_seqs.items() if not _built(seq.interval, self)]
+
     async def _reconcile_klines(self) -> None:
         """Check each streamed kline key's last closed kline once per ``kline_interval``,
-        spread evenly over it so the checks never come in a burst."""
-        keys = [k for k, seq in self.data.kline_seqs.items() if not _built(seq.interval, self)]
-        if not keys:
-            return
-        step = self.reconciliation.kline_interval / len(keys)
-        # Start after one step, not at once: the first check of each key then comes when it
-        # has had time to deliver a closed kline.
+        spread evenly over it so the checks never come in a burst.
+
+        Each round walks the keys tracked when it starts, a step of ``kline_interval``
+        divided by the number tracked now before each check: a key added is checked from
+        the next round on, a key removed is passed over. Without keys the loop waits for
+        a `reconfigure`.
+        """
         while True:
-            for symbol, interval in keys:
-                await trio.sleep(step)
-                if not self.clock.synced:
+            keys = self._reconciled_keys()
+            if not keys:
+                await self._keys_changed.wait()
+                continue
+            for key in keys:
+                # Start after one step, not at once: the first check of each key then comes
+                # when it has had time to deliver a closed kline.
+                count = len(self._reconciled_keys())
+                if key not in self.data.kline_seqs:
                     continue
-                await self._reconcile_one(symbol, interval)
+                await trio.sleep(self.reconciliation.kline_interval / count)
+                if key not in self.data.kline_seqs or not self.clock.synced:
+                    continue
+                await self._reconcile_one(*key)
 
     async def _reconcile_one(self, symbol: str, interval: str) -> None:
         adapter = self.adapter
