@@ -10,11 +10,8 @@ import trio.testing
 from trio_feed.core.backoff import BackoffPolicy
 from trio_feed.core.clock import MarketClock
 from trio_feed.events import Event, Trade
-from trio_feed.runtime.connection import (
-    ConnectionSettings,
-    ConnectionSupervisor,
-    _PeerAskedToReconnect,
-)
+from trio_feed.runtime.connection import ConnectionSettings, ConnectionSupervisor, _Link
+from trio_feed.runtime.limits import outgoing_throttle
 from trio_feed.venues import get_adapter
 from trio_feed.venues.base import ParsedItem
 
@@ -72,16 +69,28 @@ def supervisor(delivered: list[ParsedItem], published: list[Event]) -> Connectio
     )
 
 
-async def test_a_shutdown_notice_ends_the_session_after_its_whole_batch(
+def current_link(sup: ConnectionSupervisor, session: ScriptedSession) -> _Link:
+    """Make ``session`` the supervisor's socket, delivering where the supervisor does."""
+    link = _Link(1, sup.streams, outgoing_throttle(10))
+    link.session = session
+    link.deliver = sup._deliver
+    sup._link = link
+    return link
+
+
+async def test_a_shutdown_notice_asks_for_a_rotation_and_loses_nothing_of_its_batch(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     delivered: list[ParsedItem] = []
     sup = supervisor(delivered, [])
-    session = ScriptedSession([[trade_frame(1), SHUTDOWN, trade_frame(2)]])
-    with pytest.raises(_PeerAskedToReconnect):
-        await sup._read(session)
-    assert [t.id for t in delivered if isinstance(t, Trade)] == [1, 2]
-    assert sup.stats.messages == 3
+    session = ScriptedSession([[trade_frame(1), SHUTDOWN, trade_frame(2)], [trade_frame(3)]])
+    with trio.move_on_after(5):
+        await sup._read(current_link(sup, session))
+    # The socket keeps serving until its replacement is ready (make-before-break).
+    assert [t.id for t in delivered if isinstance(t, Trade)] == [1, 2, 3]
+    assert sup._rotate_event.is_set()
+    assert sup._rotate_reason == "venue announced shutdown"
+    assert sup.stats.messages == 4
 
 
 async def test_malformed_frames_in_a_batch_are_skipped_not_fatal(
@@ -93,7 +102,7 @@ async def test_malformed_frames_in_a_batch_are_skipped_not_fatal(
         [[trade_frame(1), b"{not json", trade_frame(2)], [b'{"stream":"x","data":[1]}']]
     )
     with trio.move_on_after(5):
-        await sup._read(session)
+        await sup._read(current_link(sup, session))
     assert [t.id for t in delivered if isinstance(t, Trade)] == [1, 2]
     assert sup.stats.malformed == 2
     assert sup.last_message_age() == pytest.approx(5.0)

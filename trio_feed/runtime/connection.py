@@ -1,35 +1,51 @@
-"""One supervisor per WebSocket connection: connect, subscribe, read, ping, and restart.
+"""One supervisor per WebSocket connection: connect, subscribe, read, ping, watch, rotate.
 
-The supervisor's own loop is the backoff-restart task. Each connection attempt gets a
-nursery of its own (trio-websocket starts its reader task in the nursery it is given, and
-that task would outlive a failed attempt otherwise), holding our reader and pinger. When
-either fails, the attempt's nursery is cancelled as a unit, the state machine goes LOST,
-and the loop waits out the backoff before trying again with exactly the streams this
-connection owns. Errors that are not connection trouble (bugs) are not retried: they
-propagate and tear down the feed.
+A *connection* here is the feed's logical connection (``binance-usdm/market/0``): a set of
+streams with a state machine. Its socket is a *link*; most of the time there is one, and
+during a make-before-break rotation there are two for a moment.
 
-State changes go through :class:`~trio_feed.core.state.ConnectionStateMachine` and are
-published as ``state`` events.
+::
+
+    ConnectionSupervisor.run            the backoff-restart loop (one attempt at a time)
+    └── attempt nursery
+        ├── link task                   one per socket: its own nursery holds
+        │   ├── reader                  parse every frame, hand the batch on (never blocks)
+        │   └── pinger                  protocol or application pings inside fail_after
+        ├── heartbeat                   per-stream staleness: re-subscribe, then restart
+        ├── rotator                     lifetime / serverShutdown: make-before-break
+        └── (a second link task while rotating)
+
+When the current link fails and no replacement is ready, the attempt ends as a unit, the
+state machine goes LOST, and the loop waits out the backoff before trying again with exactly
+the streams this connection owns now (subscription changes update that list). Errors that
+are not connection trouble (bugs) are not retried: they propagate and tear down the feed.
+
+Everything sent goes through the socket's `~trio_feed.runtime.limits.Throttle` (the venue's
+outgoing-message limit), and every connect through the feed-wide attempt throttle.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 import trio
 from attrs import frozen
 
 from ..core.backoff import Backoff, BackoffPolicy
 from ..core.clock import MarketClock
+from ..core.overlap import OverlapFilter
+from ..core.staleness import StalenessMonitor, StreamActivity, stream_kind
 from ..core.state import ConnectionInput, ConnectionState, ConnectionStateMachine
 from ..errors import MalformedFrame
-from ..events import Event, StateChange
+from ..events import BookTicker, DepthDiff, Event, Kline, MarkPrice, StateChange, Trade
 from ..venues.base import (
     Ack,
     Control,
     Notice,
+    OutgoingMessage,
     ParsedItem,
     PingStyle,
     Pong,
@@ -38,24 +54,61 @@ from ..venues.base import (
     StreamSpec,
     VenueAdapter,
 )
+from .limits import Throttle, outgoing_throttle
 from .transport import TRANSIENT_ERRORS, Connector, Transport, WebSocketSession, describe_error
 
-__all__ = ["ConnectionSettings", "ConnectionStats", "ConnectionSupervisor"]
+__all__ = [
+    "ConnectionSettings",
+    "ConnectionStats",
+    "ConnectionSupervisor",
+    "SubscriptionRejected",
+    "activity_key",
+]
 
 log = logging.getLogger("trio_feed.connection")
 
-#: How long a clean close may take before we drop the socket (the peer may never answer).
-DISCONNECT_TIMEOUT = 2.0
 #: Malformed frames logged in full per connection before logging only every Nth.
 _MALFORMED_LOG_FIRST, _MALFORMED_LOG_EVERY = 5, 1000
+#: How often a rotation checks whether the replacement delivers on every stream.
+ROTATION_POLL = 0.05
+#: A stream the old socket delivered on within this many seconds before the replacement was
+#: subscribed is active: the switch waits until the replacement delivers on it too.
+ROTATION_ACTIVE_WINDOW = 5.0
+#: Pacing of retries of a failed rotation (the old socket keeps serving meanwhile).
+ROTATION_RETRY = BackoffPolicy(base_delay=2.0, max_delay=60.0, jitter_ratio=0.1, max_retries=0)
+#: After a switch, how long the new socket's items are still checked against what the old
+#: one delivered (streams that the new socket has not delivered on yet).
+OVERLAP_TTL = 60.0
+#: A venue's kline evidence of trading must be this much newer than a quiet trade stream's last
+#: message (on top of one heartbeat period, the granularity of the evidence).
+ACTIVITY_GRACE = 5.0
 
 
-class _PeerAskedToReconnect(Exception):
-    """The venue announced a shutdown of this connection: reconnect at once."""
+class _LinkLost(Exception):
+    """The current socket is gone (or must go) and no replacement is ready."""
+
+    def __init__(self, reason: str, *, immediate: bool = False) -> None:
+        super().__init__(reason)
+        self.immediate = immediate
 
 
 class _SubscribeRejected(Exception):
-    """The venue refused a subscription this connection needs."""
+    """The venue refused a subscription request."""
+
+    def __init__(self, streams: tuple[str, ...], message: str) -> None:
+        super().__init__(f"venue rejected subscribing {', '.join(streams)}: {message}")
+        self.streams = streams
+        self.message = message
+
+
+class SubscriptionRejected(Exception):
+    """The venue refused streams of a subscription change (they were left out; every other
+    stream is untouched)."""
+
+    def __init__(self, streams: Sequence[str], message: str) -> None:
+        super().__init__(f"the venue rejected {', '.join(streams)}: {message}")
+        self.streams = tuple(streams)
+        self.message = message
 
 
 @frozen(slots=True)
@@ -67,6 +120,15 @@ class ConnectionSettings:
     ping_interval: float
     ping_timeout: float
     backoff: BackoffPolicy
+    #: Longest wait for a close handshake (the peer may never answer).
+    close_timeout: float = 2.0
+    #: Per-stream staleness: how often to look, and the base silence allowed.
+    heartbeat_interval: float = 30.0
+    heartbeat_timeout: float = 60.0
+    #: Replace the socket make-before-break after this many seconds (0: never).
+    rotate_after: float = 0.0
+    #: Longest wait for a replacement to deliver on every stream before switching anyway.
+    rotation_timeout: float = 30.0
 
 
 class ConnectionStats:
@@ -80,6 +142,10 @@ class ConnectionStats:
         "malformed",
         "messages",
         "reconnects",
+        "resubscribes",
+        "rotation_failures",
+        "rotations",
+        "sent",
     )
 
     def __init__(self) -> None:
@@ -87,18 +153,77 @@ class ConnectionStats:
         self.bytes = 0
         self.malformed = 0
         self.reconnects = 0
+        self.rotations = 0
+        self.rotation_failures = 0
+        self.resubscribes = 0
+        self.sent = 0
         self.last_message_at: float | None = None
         self.connected_at: float | None = None
         self.last_error: str | None = None
 
 
-#: Called with the parsed items of each frame (market events and controls already split
-#: off): the feed's router, which hands market events to books/caches/subscribers.
+#: Called with the parsed market events of each batch of frames: the feed's router.
 Deliver = Callable[[list[ParsedItem]], None]
+#: Told when streams go missing (connection lost, stale) or come back: ``(streams, missing,
+#: why)``. The feed's data-quality board listens.
+StreamsNotice = Callable[[Sequence[StreamSpec], bool, str], None]
+#: A token that changes whenever the market shows ``symbol`` traded (the kline stream's trade
+#: count), or None when nothing is known: evidence that a quiet trade stream is broken.
+TradingEvidence = Callable[[str], Hashable | None]
+
+
+def activity_key(adapter: VenueAdapter, spec: StreamSpec) -> Hashable | None:
+    """The key the events of ``spec`` carry, as the reader computes it per event:
+    ``(Kline, symbol, interval)`` for klines, ``(class, symbol)`` for the rest."""
+    channel = spec.channel
+    if channel == "aggTrade":
+        return (Trade, spec.symbol)
+    if channel == "bookTicker":
+        return (BookTicker, spec.symbol)
+    if channel.startswith("markPrice"):
+        return (MarkPrice, spec.symbol)
+    if channel.startswith("depth"):
+        return (DepthDiff, spec.symbol)
+    key = adapter.kline_key(spec.symbol, channel)
+    if key is not None:
+        return (Kline, *key)
+    return None
+
+
+def _drop(items: list[ParsedItem]) -> None:
+    """Where a retired socket's items go."""
+
+
+class _Link:
+    """One socket of the connection and what it holds."""
+
+    def __init__(self, number: int, streams: Sequence[StreamSpec], throttle: Throttle) -> None:
+        self.number = number
+        #: The streams this socket is subscribed to (by name).
+        self.held: dict[str, StreamSpec] = {s.name: s for s in streams}
+        self.throttle = throttle
+        self.scope = trio.CancelScope()
+        self.session: WebSocketSession | None = None
+        self.opened_at: float | None = None
+        self.subscribed_at: float | None = None
+        self.retired = False
+        #: The venue announced it will close this socket (serverShutdown).
+        self.announced = False
+        #: Per event key, the counters the reader bumps (see `activity_key`).
+        self.activity: dict[Hashable, StreamActivity] = {}
+        self.waiters: dict[int, trio.Event] = {}
+        self.rejected: dict[int, str] = {}
+        self.pong: trio.Event | None = None
+        self.deliver: Deliver = _drop
+        #: While this socket is a rotation's replacement: its buffered items and the filter
+        #: that holds what the old socket delivered.
+        self.buffer: list[ParsedItem] = []
+        self.overlap: OverlapFilter | None = None
 
 
 class ConnectionSupervisor:
-    """Owns one planned connection for the life of the feed."""
+    """Owns one planned connection for the life of the feed (or until its streams are all
+    unsubscribed)."""
 
     def __init__(
         self,
@@ -114,6 +239,10 @@ class ConnectionSupervisor:
         publish: Callable[[Event], None],
         deliver: Deliver,
         rng: random.Random,
+        attempts: Throttle | None = None,
+        on_streams: StreamsNotice | None = None,
+        evidence: TradingEvidence | None = None,
+        on_rejected: Callable[[SubscriptionRejected], None] | None = None,
     ) -> None:
         self.id = connection_id
         self.route = route
@@ -126,14 +255,31 @@ class ConnectionSupervisor:
         self._clock = clock
         self._publish = publish
         self._deliver = deliver
+        self._rng = rng
+        self._attempts = attempts
+        self._on_streams = on_streams
+        self._evidence = evidence
+        self._on_rejected = on_rejected
         self.machine = ConnectionStateMachine()
         self.backoff = Backoff(settings.backoff, rng)
         self.stats = ConnectionStats()
+        self.monitor = StalenessMonitor(
+            settings.heartbeat_timeout, activity_grace=settings.heartbeat_interval + ACTIVITY_GRACE
+        )
+        #: Streams found silent (and not delivering since), by name -> when.
+        self.missing: dict[str, float] = {}
+        self._watched: set[str] = set()
         self._next_request_id = 1
-        self._pending: dict[int, tuple[str, ...]] = {}
-        self._all_acked: trio.Event | None = None
-        self._pong: trio.Event | None = None
-        self._session: WebSocketSession | None = None
+        self._link_numbers = 0
+        self._link: _Link | None = None
+        self._candidate: _Link | None = None
+        self._nursery: trio.Nursery | None = None
+        self._lost: _LinkLost | None = None
+        self._lost_event = trio.Event()
+        self._rotate_event = trio.Event()
+        self._rotate_reason: str | None = None
+        self._control_lock = trio.Lock()
+        self._rejections: list[SubscriptionRejected] = []
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -166,29 +312,37 @@ class ConnectionSupervisor:
             f" ({reason})" if reason else "",
         )
 
+    def _notify(self, streams: Sequence[StreamSpec], missing: bool, why: str) -> None:
+        if self._on_streams is not None and streams:
+            self._on_streams(streams, missing, why)
+
     # ---- the backoff-restart loop ---------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled (the feed closes). A connection whose retry budget is spent
-        stays FAILED until then."""
+        """Run until cancelled (the feed closes, or every stream was unsubscribed). A
+        connection whose retry budget is spent stays FAILED until then."""
         try:
             while True:
                 self._transition(ConnectionInput.CONNECT)
                 immediate = False
+                # Several parts may fail together (a refusal, then the close it causes):
+                # the first cause named wins.
+                reason: str | None = None
                 try:
                     await self._attempt()
-                except* _PeerAskedToReconnect:
-                    reason, immediate = "venue announced shutdown", True
+                except* _LinkLost as group:
+                    lost = _first(group, _LinkLost)
+                    reason, immediate = str(lost), lost.immediate
                 except* _SubscribeRejected as group:
-                    reason = describe_error(group)
+                    reason = reason or describe_error(group)
                 except* TRANSIENT_ERRORS as group:
-                    reason = describe_error(group)
-                else:  # pragma: no cover - _attempt only ends by raising
+                    reason = reason or describe_error(group)
+                if reason is None:  # pragma: no cover - _attempt only ends by raising
                     reason = "session ended"
                 self.stats.last_error = reason
-                self._session = None
                 now = trio.current_time()
                 self._transition(ConnectionInput.LOST, reason)
+                self._notify(self.streams, True, f"connection lost: {self.id}")
                 if immediate:
                     # Not a failure of ours: reconnect now, without spending the budget.
                     self.backoff.reset_if_stable(now)
@@ -211,71 +365,174 @@ class ConnectionSupervisor:
                 self._transition(ConnectionInput.CLOSE, "feed closing")
 
     async def _attempt(self) -> None:
-        url = self.adapter.connect_url(self.settings.ws_url, self.route, self.streams)
+        self._lost, self._lost_event = None, trio.Event()
+        self._rotate_event, self._rotate_reason = trio.Event(), None
+        self.missing.clear()
         async with trio.open_nursery() as nursery:  # one nursery per attempt
-            with trio.fail_after(self.settings.connect_timeout):
-                stream = await self._connector(url)
-                try:
-                    session = await self._transport.open(
-                        nursery,
-                        stream,
-                        url,
-                        max_message_size=self.adapter.limits.max_message_size,
-                    )
-                except BaseException:
-                    await trio.aclose_forcefully(stream)
-                    raise
-            self._session = session
+            self._nursery = nursery
+            link = self._new_link(self.streams)
+            link.deliver = self._deliver
+            self._link = link
             try:
-                self._transition(ConnectionInput.OPENED)
-                self.stats.connected_at = trio.current_time()
-                nursery.start_soon(self._read, session)
-                await self._subscribe_on_open(session)
+                await nursery.start(self._run_link, link)
                 self._transition(ConnectionInput.SUBSCRIBED)
                 self.backoff.healthy(trio.current_time())
-                nursery.start_soon(self._ping, session)
-                await trio.sleep_forever()
+                for name in self._watched - link.held.keys():
+                    self.monitor.unwatch(name)  # unsubscribed while disconnected
+                    self._watched.discard(name)
+                self._watch(link, link.held.values())
+                self._notify(list(link.held.values()), False, f"subscribed on {self.id}")
+                # Streams added or removed while this attempt was connecting.
+                await self._sync_reporting(link)
+                nursery.start_soon(self._heartbeat, name=f"heartbeat {self.id}")
+                nursery.start_soon(self._rotator, name=f"rotator {self.id}")
+                await self._lost_event.wait()
+                assert self._lost is not None
+                raise self._lost
             finally:
-                # Close while the reader still runs: it must see the peer's close reply.
-                with trio.move_on_after(DISCONNECT_TIMEOUT, shield=True):
-                    try:
-                        await session.aclose()
-                    except TRANSIENT_ERRORS:
-                        pass
+                self._link = None
+                self._candidate = None
+                self._nursery = None
                 nursery.cancel_scope.cancel()
 
-    async def _subscribe_on_open(self, session: WebSocketSession) -> None:
-        messages = self.adapter.open_messages(self.streams, self._next_request_id)
+    def _fail(self, reason: str, *, immediate: bool = False) -> None:
+        """End the current attempt (from any task of it): the socket must be replaced."""
+        if self._lost is None:
+            self._lost = _LinkLost(reason, immediate=immediate)
+            self._lost_event.set()
+
+    # ---- one socket -----------------------------------------------------------------------
+
+    def _new_link(self, streams: Sequence[StreamSpec]) -> _Link:
+        self._link_numbers += 1
+        return _Link(
+            self._link_numbers,
+            streams,
+            outgoing_throttle(self.adapter.limits.max_outgoing_per_second),
+        )
+
+    async def _run_link(
+        self, link: _Link, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Open ``link``'s socket, subscribe it (``started`` once every request is
+        acknowledged), then read and ping until it fails or is retired. A failure before
+        ``started`` raises to the caller; after it, it is reported to `_link_down`."""
+        started = False
+        url = self.adapter.connect_url(self.settings.ws_url, self.route, list(link.held.values()))
+        try:
+            with link.scope:
+                async with trio.open_nursery() as nursery:
+                    if self._attempts is not None:
+                        # Outside the connect timeout: waiting for the per-IP budget is ours.
+                        await self._attempts.acquire()
+                    with trio.fail_after(self.settings.connect_timeout):
+                        stream = await self._connector(url)
+                        try:
+                            session = await self._transport.open(
+                                nursery,
+                                stream,
+                                url,
+                                max_message_size=self.adapter.limits.max_message_size,
+                            )
+                        except BaseException:
+                            await trio.aclose_forcefully(stream)
+                            raise
+                    link.session = session
+                    link.opened_at = trio.current_time()
+                    try:
+                        if link is self._link:
+                            self._transition(ConnectionInput.OPENED)
+                            self.stats.connected_at = link.opened_at
+                        nursery.start_soon(self._read, link)
+                        await self._subscribe_on_open(link)
+                        link.subscribed_at = trio.current_time()
+                        started = True
+                        task_status.started()
+                        nursery.start_soon(self._ping, link)
+                        await trio.sleep_forever()
+                    finally:
+                        # Close while the reader still runs if it can: it must see the peer's
+                        # close reply. A peer that never answers costs `close_timeout`.
+                        with trio.move_on_after(self.settings.close_timeout, shield=True):
+                            try:
+                                await session.aclose()
+                            except TRANSIENT_ERRORS:
+                                pass
+                        nursery.cancel_scope.cancel()
+        except* TRANSIENT_ERRORS as group:
+            if not started:
+                raise
+            self._link_down(link, describe_error(group))
+
+    def _link_down(self, link: _Link, reason: str) -> None:
+        """A socket that was subscribed failed."""
+        if link.retired:
+            return
+        if link is self._candidate:
+            self._candidate = None
+            self.stats.rotation_failures += 1
+            log.warning("%s: replacement socket failed before the switch: %s", self.id, reason)
+            return
+        if link is not self._link:
+            return
+        candidate = self._candidate
+        if candidate is not None and candidate.subscribed_at is not None:
+            log.info("%s: old socket closed during rotation (%s): switching now", self.id, reason)
+            self._switch(candidate)
+            return
+        # A socket the venue announced it would close (or closed while a rotation was under
+        # way) is not our failure: reconnect at once, without spending the retry budget.
+        self._fail(reason, immediate=link.announced or candidate is not None)
+
+    async def _subscribe_on_open(self, link: _Link) -> None:
+        messages = self.adapter.open_messages(list(link.held.values()), self._next_request_id)
+        await self._request(link, messages)
+
+    async def _send(self, link: _Link, text: str) -> None:
+        assert link.session is not None
+        await link.throttle.acquire()
+        await link.session.send(text)
+        self.stats.sent += 1
+
+    async def _request(self, link: _Link, messages: Sequence[OutgoingMessage]) -> None:
+        """Send ``messages`` and wait until the venue acknowledged every one that has an id;
+        raise `_SubscribeRejected` if it refused one, `trio.TooSlowError` if it is silent."""
         if not messages:
             return
-        self._pending.clear()
-        self._all_acked = trio.Event()
+        waits: list[tuple[int, trio.Event, tuple[str, ...]]] = []
         for message in messages:
             if message.request_id is not None:
-                self._pending[message.request_id] = message.streams
+                event = trio.Event()
+                link.waiters[message.request_id] = event
+                waits.append((message.request_id, event, message.streams))
                 self._next_request_id = max(self._next_request_id, message.request_id + 1)
-        with trio.fail_after(self.settings.connect_timeout):
+        with trio.fail_after(self.settings.connect_timeout + len(messages)):
             for message in messages:
-                await session.send(message.text)
-            if self._pending:
-                await self._all_acked.wait()
+                await self._send(link, message.text)
+            for request_id, event, streams in waits:
+                await event.wait()
+                refusal = link.rejected.pop(request_id, None)
+                if refusal is not None:
+                    raise _SubscribeRejected(streams, refusal)
 
-    # ---- child tasks ----------------------------------------------------------------------
+    # ---- child tasks of a link ------------------------------------------------------------
 
-    async def _read(self, session: WebSocketSession) -> None:
+    async def _read(self, link: _Link) -> None:
         # The per-frame hot path: one scheduler round-trip per batch of frames (everything
         # one socket read held), local lookups, and nothing that can wait on a consumer.
-        receive_batch = session.receive_batch
+        assert link.session is not None
+        receive_batch = link.session.receive_batch
         parse = self.adapter.parse
-        deliver = self._deliver
         stats = self.stats
         current_time = trio.current_time
+        activity = link.activity
+        kline_cls = Kline
         while True:
             frames = await receive_batch()
+            now = current_time()
             stats.messages += len(frames)
-            stats.last_message_at = current_time()
+            stats.last_message_at = now
             out: list[ParsedItem] = []
-            ending: Exception | None = None
             for frame in frames:
                 stats.bytes += len(frame)
                 try:
@@ -284,19 +541,22 @@ class ConnectionSupervisor:
                     self._malformed(exc, frame)
                     continue
                 for item in items:
-                    if not isinstance(item, Control):
-                        out.append(item)
+                    if isinstance(item, Control):
+                        self._on_control(link, item)
                         continue
-                    try:
-                        self._on_control(item)
-                    except (_PeerAskedToReconnect, _SubscribeRejected) as exc:
-                        # End the session, but only after delivering the whole batch:
-                        # what arrived is valid data and must not be lost.
-                        ending = ending or exc
+                    cls = item.__class__
+                    key = (
+                        (cls, item.symbol, item.interval)  # type: ignore[union-attr]
+                        if cls is kline_cls
+                        else (cls, item.symbol)
+                    )
+                    counters = activity.get(key)
+                    if counters is not None:
+                        counters.count += 1
+                        counters.last = now
+                    out.append(item)
             if out:
-                deliver(out)
-            if ending is not None:
-                raise ending
+                link.deliver(out)
 
     def _malformed(self, exc: MalformedFrame, frame: str | bytes) -> None:
         self.stats.malformed += 1
@@ -304,16 +564,15 @@ class ConnectionSupervisor:
         if n <= _MALFORMED_LOG_FIRST or n % _MALFORMED_LOG_EVERY == 0:
             log.warning("%s: skipped malformed frame #%d (%s): %.200r", self.id, n, exc, frame)
 
-    def _on_control(self, item: Control) -> None:
+    def _on_control(self, link: _Link, item: Control) -> None:
         if isinstance(item, Pong):
-            if self._pong is not None:
-                self._pong.set()
+            if link.pong is not None:
+                link.pong.set()
         elif isinstance(item, Ack):
-            acked = self._pending.pop(item.request_id, None) is not None
-            if acked and not self._pending and self._all_acked is not None:
-                self._all_acked.set()
+            waiter = link.waiters.pop(item.request_id, None)
+            if waiter is not None:
+                waiter.set()
         elif isinstance(item, RequestError):
-            streams = self._pending.pop(item.request_id, ()) if item.request_id else ()
             log.error(
                 "%s: venue rejected request %s (code %s): %s",
                 self.id,
@@ -321,32 +580,334 @@ class ConnectionSupervisor:
                 item.code,
                 item.message,
             )
-            if streams:
-                raise _SubscribeRejected(
-                    f"venue rejected subscribing {', '.join(streams)}: {item.message}"
-                )
+            waiter = link.waiters.pop(item.request_id, None) if item.request_id else None
+            if waiter is not None:
+                link.rejected[item.request_id] = item.message  # type: ignore[index]
+                waiter.set()
         elif isinstance(item, ServerShutdown):
-            raise _PeerAskedToReconnect(item.reason)
+            link.announced = True
+            if link is self._link and self._candidate is None:
+                log.info("%s: venue announced shutdown (%s): rotating", self.id, item.reason)
+                self.request_rotation("venue announced shutdown")
         elif isinstance(item, Notice):
             log.info("%s: venue notice: %s", self.id, item.message)
 
-    async def _ping(self, session: WebSocketSession) -> None:
+    async def _ping(self, link: _Link) -> None:
+        assert link.session is not None
+        session = link.session
         interval, timeout = self.settings.ping_interval, self.settings.ping_timeout
         app_ping = (
             self.adapter.app_ping() if self.adapter.ping_style is PingStyle.APPLICATION else None
         )
         while True:
             await trio.sleep(interval)
-            # trio-websocket's ping() waits for its pong forever: the deadline is ours. A
-            # missed pong means the link is dead even if TCP has not noticed yet.
+            await link.throttle.acquire()  # a ping is a message too (outside the deadline)
+            self.stats.sent += 1
+            # The pong deadline is ours (trio-websocket's ping() waits forever). A missed
+            # pong means the link is dead even if TCP has not noticed yet.
             with trio.fail_after(timeout):
                 if app_ping is None:
                     await session.ping()
                 else:
-                    self._pong = trio.Event()
+                    link.pong = trio.Event()
                     await session.send(app_ping)
-                    await self._pong.wait()
-            self.backoff.reset_if_stable(trio.current_time())
+                    await link.pong.wait()
+            if link is self._link:
+                self.backoff.reset_if_stable(trio.current_time())
+
+    # ---- staleness ------------------------------------------------------------------------
+
+    def _watch(self, link: _Link, streams: Iterable[StreamSpec]) -> None:
+        """Make ``link``'s counters the staleness monitor's for ``streams`` (silence counts
+        from now; counts already seen on the link carry over)."""
+        now = trio.current_time()
+        for spec in streams:
+            key = activity_key(self.adapter, spec)
+            if key is None:
+                continue
+            counters = self.monitor.watch(spec.name, spec.symbol, stream_kind(spec.channel), now)
+            self._watched.add(spec.name)
+            previous = link.activity.get(key)
+            if previous is not None and previous.last is not None:
+                counters.count = previous.count
+            link.activity[key] = counters
+
+    async def _heartbeat(self) -> None:
+        """Every ``heartbeat.check_interval``: find silent streams (see
+        :mod:`trio_feed.core.staleness`), mark them missing, re-subscribe them; a stream
+        still silent after its re-subscription costs the socket (a new connection)."""
+        interval = self.settings.heartbeat_interval
+        resubscribed: dict[str, float] = {}
+        evidence: dict[str, Hashable] = {}
+        while True:
+            await trio.sleep(interval)
+            link = self._link
+            if link is None:
+                continue
+            now = trio.current_time()
+            self._gather_evidence(link, evidence, now)
+            stale = self.monitor.check(now)
+            # Streams that delivered since they were found silent are back.
+            back: list[StreamSpec] = []
+            for name, since in list(self.missing.items()):
+                counters = self.monitor.activity(name)
+                if counters is not None and counters.last is not None and counters.last > since:
+                    del self.missing[name]
+                    resubscribed.pop(name, None)
+                    if name in link.held:
+                        back.append(link.held[name])
+            self._notify(back, False, "delivering again")
+            for name, at in list(resubscribed.items()):
+                counters = self.monitor.activity(name)
+                if name not in link.held or (counters and counters.last and counters.last > at):
+                    del resubscribed[name]
+            fresh = [link.held[n] for n in stale if n in link.held and n not in self.missing]
+            for spec in fresh:
+                self.missing[spec.name] = now
+            self._notify(fresh, True, "stale")
+            again = [n for n in stale if n in resubscribed]
+            if again:
+                self._fail(f"streams still silent after a re-subscribe: {', '.join(again)}")
+                return
+            specs = [link.held[n] for n in stale if n in link.held]
+            if not specs:
+                continue
+            log.warning(
+                "%s: no data for too long on %s: re-subscribing",
+                self.id,
+                ", ".join(s.name for s in specs),
+            )
+            try:
+                async with self._control_lock:
+                    if self._link is not link:
+                        continue
+                    messages = self.adapter.unsubscribe(specs, self._next_request_id)
+                    self._next_request_id += len(messages)
+                    messages += self.adapter.subscribe(specs, self._next_request_id)
+                    await self._request(link, messages)
+            except (_SubscribeRejected, *TRANSIENT_ERRORS) as exc:  # type: ignore[misc]
+                self._fail(f"re-subscribing stale streams failed: {describe_error(exc)}")
+                return
+            self.stats.resubscribes += len(specs)
+            after = trio.current_time()
+            for spec in specs:
+                resubscribed[spec.name] = after
+            self._watch(link, specs)
+
+    def _gather_evidence(self, link: _Link, seen: dict[str, Hashable], now: float) -> None:
+        """Tell the monitor which symbols of quiet-by-nature streams traded since last time."""
+        if self._evidence is None:
+            return
+        for spec in link.held.values():
+            if spec.channel != "aggTrade":
+                continue
+            token = self._evidence(spec.symbol)
+            if token is None:
+                continue
+            if spec.symbol in seen and seen[spec.symbol] != token:
+                self.monitor.market_activity(spec.symbol, now)
+            seen[spec.symbol] = token
+
+    # ---- rotation (make-before-break) -----------------------------------------------------
+
+    def request_rotation(self, reason: str) -> None:
+        """Replace the socket make-before-break as soon as possible."""
+        self._rotate_reason = reason
+        self._rotate_event.set()
+
+    async def _rotator(self) -> None:
+        rotate_after = self.settings.rotate_after
+        retry = Backoff(ROTATION_RETRY, self._rng)
+        while True:
+            link = self._link
+            if link is None:  # pragma: no cover - the attempt is ending
+                return
+            deadline = math.inf
+            if rotate_after > 0 and link.opened_at is not None:
+                deadline = link.opened_at + rotate_after
+            with trio.move_on_at(deadline):
+                await self._rotate_event.wait()
+            reason = self._rotate_reason or f"socket lifetime of {rotate_after:.0f} s reached"
+            self._rotate_event, self._rotate_reason = trio.Event(), None
+            if await self._rotate(reason):
+                retry.retry = 0
+                continue
+            await trio.sleep(retry.next_delay(trio.current_time()) or ROTATION_RETRY.base_delay)
+
+    async def _rotate(self, reason: str) -> bool:
+        """Open a replacement socket with the same streams, wait until it delivers on every
+        stream the old one delivers on, switch over without a lost or doubled event, then
+        close the old one. False if the replacement could not be opened (the old serves on)."""
+        old, nursery = self._link, self._nursery
+        if old is None or nursery is None:  # pragma: no cover - the attempt is ending
+            return True
+        log.info("%s: rotating (%s): opening a replacement socket", self.id, reason)
+        new = self._new_link(self.streams)
+        overlap = OverlapFilter()
+        new.overlap, new.buffer = overlap, []
+        new.deliver = new.buffer.extend
+        for spec in new.held.values():
+            key = activity_key(self.adapter, spec)
+            if key is not None:
+                new.activity[key] = StreamActivity()
+        deliver = self._deliver
+
+        def note_then_deliver(items: list[ParsedItem]) -> None:
+            note = overlap.note
+            for item in items:
+                note(item)
+            deliver(items)
+
+        old.deliver = note_then_deliver
+        self._candidate = new
+        failure: str | None = None
+        try:
+            await nursery.start(self._run_link, new)
+            await self._sync(new)
+        except* (_SubscribeRejected, *TRANSIENT_ERRORS) as group:  # type: ignore[misc]
+            failure = describe_error(group)
+        if failure is not None or self._candidate is not new:
+            if self._candidate is new:
+                self._candidate = None
+                self.stats.rotation_failures += 1
+            new.scope.cancel()
+            if not old.retired:
+                old.deliver = deliver
+            log.warning("%s: rotation failed, the old socket serves on: %s", self.id, failure)
+            return False
+        begun = trio.current_time()
+        deadline = begun + self.settings.rotation_timeout
+        active_since = begun - ROTATION_ACTIVE_WINDOW
+        while self._candidate is new and not self._caught_up(old, new, active_since):
+            if trio.current_time() >= deadline:
+                log.warning(
+                    "%s: replacement silent on some streams after %.0f s: switching anyway",
+                    self.id,
+                    self.settings.rotation_timeout,
+                )
+                break
+            await trio.sleep(ROTATION_POLL)
+        if self._candidate is new:
+            self._switch(new)
+        return self._link is new
+
+    def _caught_up(self, old: _Link, new: _Link, since: float) -> bool:
+        """Every stream the old socket delivered on since ``since`` (the active ones) has
+        delivered on the new one too, so each has an overlap to de-duplicate rather than a
+        gap. Quiet streams are not waited for: their next item comes on the new socket."""
+        for key, counters in new.activity.items():
+            if counters.count:
+                continue
+            previous = old.activity.get(key)
+            if previous is not None and previous.last is not None and previous.last >= since:
+                return False
+        return True
+
+    def _switch(self, new: _Link) -> None:
+        """Make ``new`` the connection's socket (synchronous: no frame can slip between)."""
+        old = self._link
+        assert old is not None and new.overlap is not None
+        overlap = new.overlap
+        old.retired = True
+        old.deliver = _drop
+        self._link, self._candidate = new, None
+        kept = overlap.filter(new.buffer)
+        new.buffer = []
+        deliver = self._deliver
+        if kept:
+            deliver(kept)
+
+        def filtered(items: list[ParsedItem]) -> None:
+            if overlap.pending_keys():
+                items = overlap.filter(items)
+            else:
+                new.deliver = deliver
+            if items:
+                deliver(items)
+
+        new.deliver = filtered if overlap.pending_keys() else deliver
+        self._watch(new, new.held.values())
+        old.scope.cancel()  # its task closes the old socket
+        self.stats.rotations += 1
+        log.info(
+            "%s: switched to the replacement socket (rotation %d)", self.id, self.stats.rotations
+        )
+        if self._nursery is not None and new.deliver is filtered:
+            self._nursery.start_soon(self._end_overlap, new, deliver)
+
+    async def _end_overlap(self, link: _Link, deliver: Deliver) -> None:
+        await trio.sleep(OVERLAP_TTL)
+        if not link.retired:
+            link.deliver = deliver
+
+    # ---- subscription changes -------------------------------------------------------------
+
+    async def set_streams(self, streams: Sequence[StreamSpec]) -> list[SubscriptionRejected]:
+        """Own exactly ``streams`` from now on: SUBSCRIBE/UNSUBSCRIBE on the live socket
+        (streams that did not change are not touched); while disconnected, the next attempt
+        subscribes them. Returns the venue's refusals (those streams are dropped)."""
+        self.streams = list(streams)
+        held = {s.name for s in self.streams}
+        for name in [n for n in self.missing if n not in held]:
+            del self.missing[name]
+        for link in (self._link, self._candidate):
+            if link is not None and link.subscribed_at is not None and not link.retired:
+                await self._sync_reporting(link)
+        rejections, self._rejections = self._rejections, []
+        return rejections
+
+    async def _sync_reporting(self, link: _Link) -> None:
+        """`_sync`, turning a refusal into a dropped stream and a transport failure into a
+        reconnect (which subscribes everything the connection owns)."""
+        try:
+            await self._sync(link)
+        except _SubscribeRejected as exc:
+            refused = set(exc.streams)
+            self.streams = [s for s in self.streams if s.name not in refused]
+            for name in refused:
+                link.held.pop(name, None)
+            rejection = SubscriptionRejected(exc.streams, exc.message)
+            self._rejections.append(rejection)
+            log.error("%s: %s", self.id, exc)
+            if self._on_rejected is not None:
+                self._on_rejected(rejection)
+        except TRANSIENT_ERRORS as exc:
+            self._fail(f"subscription change failed: {describe_error(exc)}")
+
+    async def _sync(self, link: _Link) -> None:
+        """Make ``link`` hold exactly ``self.streams``."""
+        async with self._control_lock:
+            want = {s.name: s for s in self.streams}
+            add = [s for name, s in want.items() if name not in link.held]
+            remove = [s for name, s in link.held.items() if name not in want]
+            if not add and not remove:
+                return
+            messages: list[OutgoingMessage] = []
+            if remove:
+                messages += self.adapter.unsubscribe(remove, self._next_request_id)
+                self._next_request_id += len(messages)
+            if add:
+                for spec in add:
+                    key = activity_key(self.adapter, spec)
+                    if key is not None and key not in link.activity:
+                        link.activity[key] = StreamActivity()
+                messages += self.adapter.subscribe(add, self._next_request_id)
+            await self._request(link, messages)
+            for spec in remove:
+                del link.held[spec.name]
+                key = activity_key(self.adapter, spec)
+                if key is not None:
+                    link.activity.pop(key, None)
+                if link is self._link:
+                    self.monitor.unwatch(spec.name)
+                    self._watched.discard(spec.name)
+            for spec in add:
+                link.held[spec.name] = spec
+            if link is self._link:
+                self._watch(link, add)
+            log.info(
+                "%s: subscribed %d and unsubscribed %d streams", self.id, len(add), len(remove)
+            )
 
     # ---- introspection --------------------------------------------------------------------
 
@@ -354,3 +915,16 @@ class ConnectionSupervisor:
         """Seconds since the last frame, or None if none yet."""
         at = self.stats.last_message_at
         return None if at is None else trio.current_time() - at
+
+    def stale_streams(self) -> tuple[str, ...]:
+        """Streams found silent and not delivering since."""
+        return tuple(sorted(self.missing))
+
+
+def _first(group: BaseExceptionGroup[BaseException], cls: type[_LinkLost]) -> _LinkLost:
+    for exc in group.exceptions:
+        if isinstance(exc, cls):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc, cls)
+    raise group  # pragma: no cover - except* matched cls
