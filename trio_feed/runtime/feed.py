@@ -10,24 +10,33 @@
     │       └── attempt nursery: ...
     ├── reconciliation nursery (started first: fills may be needed from the first frame)
     │   ├── server-time tracker per venue (REST /fapi/v1/time -> market clock)
-    │   └── VenueIntegrity per venue: REST fills of gaps (one task per key at most),
-    │       kline reconciliation spread over ``kline_interval``, the build ticker
+    │   ├── VenueIntegrity per venue: REST fills of gaps (one task per key at most),
+    │   │   kline reconciliation spread over ``kline_interval``, the build ticker
+    │   ├── data-quality recovery ticker per venue
+    │   └── new-listings watcher per venue (``[new_listings] enabled``)
+    ├── monitoring endpoint (``[monitoring] enabled``): Prometheus metrics and /health
     └── (beside the root) sinks nursery: each sink drains after the connections close
 
 One connection's failure stays inside its own supervisor: it reconnects (or ends FAILED)
-without touching any other connection's streams. Leaving the ``async with`` cancels the
-root nursery, which closes every socket and REST client.
+without touching any other connection's streams. Subscription changes while running
+(`Feed.subscribe`, `Feed.unsubscribe`, `Feed.update_subscription`) re-plan the pool, send
+SUBSCRIBE/UNSUBSCRIBE on the connections whose streams change, open connections for streams
+that do not fit and close connections left without streams; nothing else is touched.
+Leaving the ``async with`` cancels the root nursery, which closes every socket and REST
+client.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -37,20 +46,22 @@ import trio
 from ..config import FeedConfig
 from ..core.backoff import BackoffPolicy
 from ..core.clock import MarketClock
-from ..core.intervals import bucket_open, is_interval, next_open
-from ..core.keeper import ResumePoint, VenueData
+from ..core.intervals import bucket_open, interval_ms, is_interval, next_open
+from ..core.keeper import DataKeys, ResumePoint, VenueData
+from ..core.quality import QualityBoard, QualityUpdate
 from ..core.state import ConnectionState
-from ..errors import MalformedFrame, SlowConsumer
-from ..events import Event, Kline, StateChange, Trade
-from ..plan import VenuePlan, plan_feed
+from ..errors import ConfigError, MalformedFrame, SlowConsumer
+from ..events import Event, Kline, QualityChange, StateChange, Trade
+from ..plan import VenuePlan, data_keys, plan_feed
 from ..venues.base import StreamSpec
-from .connection import ConnectionSettings, ConnectionSupervisor
+from .connection import ConnectionSettings, ConnectionSupervisor, SubscriptionRejected
 from .fanout import EventHub, Subscription
 from .integrity import CLOSE_MARGIN_MS, VenueIntegrity
+from .limits import AttemptLimits
 from .rest import RestClient, RestError
 from .sinks import SINK_MAX_BUFFER, Sink, check_sinks, make_sink
 from .sqlite_store import read_resume_points
-from .status import ConnectionStatus, FeedStatus, VenueStatus
+from .status import ConnectionStatus, FeedStatus, SymbolStatus, VenueStatus
 from .transport import Connector, TcpConnector, Transport, WebsocketsTransport
 
 __all__ = ["DEFAULT_MAX_BUFFER", "Feed", "open_feed"]
@@ -74,8 +85,16 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: Klines looked back through for the newest one with trades (quiet-market evidence).
+EVIDENCE_DEPTH = 5
+
+#: What a venue is subscribed to: per symbol, its channels (in the order asked).
+SymbolChannels = dict[str, tuple[str, ...]]
+
+
 class _Venue:
-    """A venue's runtime: its plan, clock, REST client, data keeper and connections."""
+    """A venue's runtime: its plan, clock, REST client, data keeper, quality board and
+    connections, and what it is subscribed to now."""
 
     def __init__(
         self,
@@ -87,41 +106,107 @@ class _Venue:
     ) -> None:
         self.plan = plan
         self.name = plan.adapter.name
+        self.adapter = plan.adapter
         self.clock = clock
         self.rest = rest
         self.data = data
         self.integrity = integrity
         self.connections: list[ConnectionSupervisor] = []
+        #: Each connection's cancel scope (closing it when its last stream is unsubscribed).
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.subscription: SymbolChannels = {
+            symbol: tuple(plan.config.channels) for symbol in plan.config.symbols
+        }
+        self.quality = QualityBoard()
+        #: Serialises subscription changes of this venue.
+        self.changing = trio.Lock()
+        self.settings: ConnectionSettings | None = None
+        self.make_connection: Callable[[str, str, Sequence[StreamSpec]], ConnectionSupervisor]
+
+    def streams(self, subscription: SymbolChannels | None = None) -> list[StreamSpec]:
+        """Every wire stream of ``subscription`` (default: the current one), each once."""
+        out: dict[str, StreamSpec] = {}
+        for symbol, channels in (subscription or self.subscription).items():
+            for channel in channels:
+                spec = self.adapter.stream(symbol, channel)
+                out.setdefault(spec.name, spec)
+        return list(out.values())
+
+    def keys(self, subscription: SymbolChannels) -> DataKeys:
+        """What the data keeper tracks for ``subscription``."""
+        return _merge_keys(
+            data_keys(self.adapter, [symbol], channels) for symbol, channels in subscription.items()
+        )
+
+    def track_quality(self, now: float) -> None:
+        """Give the quality board the current streams of every symbol."""
+        by_symbol: dict[str, list[str]] = {}
+        for spec in self.streams():
+            by_symbol.setdefault(spec.symbol, []).append(spec.name)
+        for symbol in self.quality.symbols():
+            if symbol not in by_symbol:
+                self.quality.untrack(symbol)
+        for symbol, names in by_symbol.items():
+            self.quality.track(symbol, names, now)
+
+    def evidence(self, symbol: str) -> Hashable | None:
+        """The newest kline with trades of ``symbol``'s shortest streamed interval, as
+        ``(open_time, trades)``: it changes when, and only when, the symbol trades (a new
+        bucket without trades leaves it as it was), whatever the trade stream says; see the
+        connection heartbeat."""
+        intervals = [i for (s, i) in self.data.kline_seqs if s == symbol]
+        if not intervals:
+            return None
+        interval = min(intervals, key=_interval_sort_key)
+        for kline in reversed(self.data.klines.klines(symbol, interval, EVIDENCE_DEPTH)):
+            if kline.trades:
+                return (kline.open_time, kline.trades)
+        return None
+
+    def last_close(self, symbol: str) -> Decimal | None:
+        cached = self.data.klines.keys()
+        intervals = [i for (s, i) in cached if s == symbol]
+        if intervals:
+            newest = self.data.klines.klines(symbol, min(intervals, key=_interval_sort_key), 1)
+            if newest:
+                return newest[0].close
+        trades = self.data.trades.trades(symbol)
+        return trades[-1].price if trades else None
+
+
+def _interval_sort_key(interval: str) -> int:
+    try:
+        return interval_ms(interval)
+    except ValueError:  # months
+        return 28 * 86_400_000
+
+
+def _merge_keys(parts: Iterable[DataKeys]) -> DataKeys:
+    kline_keys: dict[tuple[str, str], None] = {}
+    built: dict[str, tuple[str, ...]] = {}
+    trade_symbols: dict[str, None] = {}
+    published: set[str] = set()
+    for part in parts:
+        kline_keys.update(dict.fromkeys(part.kline_keys))
+        for symbol, intervals in part.built.items():
+            built[symbol] = tuple(dict.fromkeys((*built.get(symbol, ()), *intervals)))
+        trade_symbols.update(dict.fromkeys(part.trade_symbols))
+        published |= part.published_trades
+    return DataKeys(
+        kline_keys=tuple(kline_keys),
+        built=built,
+        trade_symbols=tuple(trade_symbols),
+        published_trades=frozenset(published),
+    )
 
 
 def venue_data(plan: VenuePlan, resume: ResumePoint | None = None) -> VenueData:
-    """The data keeper of one planned venue: which kline keys are streamed, which built
-    from trades, whose trades are published."""
+    """The data keeper of one planned venue (see `~trio_feed.plan.data_keys`)."""
     adapter, vc = plan.adapter, plan.config
-    kline_keys: list[tuple[str, str]] = []
-    built: dict[str, list[str]] = {}
-    trade_symbols: set[str] = set()
-    published: set[str] = set()
-    for symbol in vc.symbols:
-        for channel in vc.channels:
-            interval = adapter.built_interval(channel)
-            if interval is not None:
-                built.setdefault(symbol, []).append(interval)
-                trade_symbols.add(symbol)
-                continue
-            key = adapter.kline_key(symbol, channel)
-            if key is not None:
-                kline_keys.append(key)
-            elif channel == "aggTrade":
-                trade_symbols.add(symbol)
-                published.add(symbol)
     cache = vc.cache
-    return VenueData(
+    return VenueData.from_keys(
         adapter.name,
-        kline_keys=kline_keys,
-        built=built,
-        trade_symbols=sorted(trade_symbols),
-        published_trades=published,
+        data_keys(adapter, vc.symbols, vc.channels),
         kline_max_size=cache.kline_max_size,
         trade_max_size=cache.aggtrade_max_size,
         trade_window_ms=round(cache.aggtrade_time_window * 1000),
@@ -139,6 +224,10 @@ class Feed:
         self._sinks: list[Sink] = []
         #: The latest REST mismatches, newest last (see `_report_mismatch`).
         self._mismatches: list[tuple[str, str, str, int, tuple[str, ...]]] = []
+        #: Where connections run (set once the connections nursery is open).
+        self._connections: trio.Nursery | None = None
+        #: The monitoring endpoint's port, once it listens.
+        self.monitoring_port: int | None = None
 
     def events(self, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> Subscription:
         """A new bounded subscription to every event published from now on.
@@ -173,6 +262,9 @@ class Feed:
                         malformed=stats.malformed,
                         reconnects=stats.reconnects,
                         last_error=stats.last_error,
+                        stale_streams=conn.stale_streams(),
+                        rotations=stats.rotations,
+                        sent=stats.sent,
                     )
                 )
             rest = venue.rest
@@ -197,18 +289,117 @@ class Feed:
                     fill_errors=fills.fill_errors,
                     last_fill_error=fills.last_fill_error,
                     gaps_abandoned=fills.gaps_abandoned,
-                    klines_skipped=sum(q.skipped for q in data.kline_seqs.values()),
-                    trade_ids_skipped=sum(q.skipped for q in data.trade_seqs.values()),
+                    klines_skipped=data.klines_skipped,
+                    trade_ids_skipped=data.trade_ids_skipped,
                     reconcile_checks=fills.reconcile_checks,
                     reconcile_mismatches=dict(data.mismatches),
                 )
             )
+        symbols = [
+            SymbolStatus(
+                venue=venue.name,
+                symbol=symbol,
+                quality=venue.quality.score(symbol),
+                reason=venue.quality.reason(symbol),
+                missing_streams=venue.quality.missing(symbol),
+                last_close=venue.last_close(symbol),
+            )
+            for venue in self._venues
+            for symbol in venue.quality.symbols()
+        ]
         return FeedStatus(
             tuple(connections),
             tuple(venues),
             self._hub.subscriptions,
             tuple(sink.status() for sink in self._sinks),
+            tuple(symbols),
         )
+
+    def quality(self, symbol: str, *, exchange: str | None = None) -> float:
+        """The data-quality score of ``symbol`` in [0, 1] (see :mod:`trio_feed.core.quality`):
+        1.0 while every stream of it delivers; KeyError if it is not subscribed."""
+        return self._venue(exchange).quality.score(symbol)
+
+    # ---- subscriptions while running --------------------------------------------------------
+
+    def subscriptions(self, *, exchange: str | None = None) -> dict[str, tuple[str, ...]]:
+        """What the venue (the first, unless named) is subscribed to now: channels per symbol."""
+        return dict(self._venue(exchange).subscription)
+
+    async def subscribe(
+        self, symbols: Sequence[str], channels: Sequence[str], *, exchange: str | None = None
+    ) -> None:
+        """Add ``channels`` for each of ``symbols`` (new symbols included), keeping everything
+        else. Streams already subscribed are not touched."""
+        symbols, channels = list(symbols), tuple(channels)
+
+        def add(current: SymbolChannels) -> SymbolChannels:
+            new = dict(current)
+            for symbol in symbols:
+                new[symbol] = tuple(dict.fromkeys((*new.get(symbol, ()), *channels)))
+            return new
+
+        await self._change(self._venue(exchange), add)
+
+    async def unsubscribe(
+        self,
+        symbols: Sequence[str] | None = None,
+        channels: Sequence[str] | None = None,
+        *,
+        exchange: str | None = None,
+    ) -> None:
+        """Drop ``channels`` (all, if None) of ``symbols`` (all, if None). A symbol left with
+        no channel is dropped; a connection left with no stream is closed."""
+
+        def drop(current: SymbolChannels) -> SymbolChannels:
+            new: SymbolChannels = {}
+            for symbol, have in current.items():
+                if symbols is not None and symbol not in symbols:
+                    new[symbol] = have
+                    continue
+                kept = () if channels is None else tuple(c for c in have if c not in channels)
+                if kept:
+                    new[symbol] = kept
+            return new
+
+        await self._change(self._venue(exchange), drop)
+
+    async def update_subscription(
+        self,
+        symbols: Sequence[str] | None = None,
+        channels: Sequence[str] | None = None,
+        *,
+        exchange: str | None = None,
+    ) -> None:
+        """Make the venue's subscription exactly ``symbols`` x ``channels`` (None keeps the
+        current symbols, or the configured channels). Only streams that change are
+        subscribed or unsubscribed; the rest are not touched.
+
+        Raises `~trio_feed.errors.ConfigError` (and changes nothing) for an unknown channel or
+        a set of streams that does not fit the connection pool, and
+        `~trio_feed.runtime.connection.SubscriptionRejected` for streams the venue refused
+        (those are left out; everything else took effect).
+        """
+        venue = self._venue(exchange)
+        chans = tuple(venue.plan.config.channels if channels is None else channels)
+
+        def replace(current: SymbolChannels) -> SymbolChannels:
+            syms = list(current) if symbols is None else list(symbols)
+            return {symbol: chans for symbol in syms}
+
+        await self._change(venue, replace)
+
+    async def _change(
+        self, venue: _Venue, change: Callable[[SymbolChannels], SymbolChannels]
+    ) -> None:
+        # Changes of one venue apply one at a time, each to the result of the one before.
+        async with venue.changing:
+            wanted = change(venue.subscription)
+            _check_subscription(venue, wanted)
+            rejections = await _apply_subscription(self, venue, wanted)
+        if rejections:
+            names = [n for r in rejections for n in r.streams]
+            raise SubscriptionRejected(names, "; ".join(r.message for r in rejections))
 
     def market_time(self, venue: str | None = None) -> int:
         """The exchange's clock in ms (the first venue's, unless named)."""
@@ -279,9 +470,13 @@ class Feed:
     ) -> None:
         """The one place a REST mismatch of a symbol's data is reported (the data-quality
         score of the live-operations work lowers the symbol's score here). It is already
-        logged, counted in ``status()`` and published as a ``reconcile`` event."""
+        logged, counted in ``status()`` and published as a ``reconcile`` event; here it lowers
+        the symbol's data-quality score."""
         self._mismatches.append((venue, symbol, interval, open_time, mismatches))
         del self._mismatches[:-100]
+        v = self._venue(venue)
+        what = f"kline {interval} @{open_time}: {'; '.join(mismatches)}"
+        _publish_quality(self._hub, v, v.quality.mismatch(symbol, what, trio.current_time()))
 
 
 def _pick(value: object, venue: str) -> object:
@@ -324,6 +519,8 @@ async def open_feed(
     wall = wall_clock or _wall_ms
     seed_text = str(seed) if seed is not None else os.urandom(16).hex()
     resume = await _read_resume_points(config, plans)
+    # Connection attempts are limited per host across the whole feed.
+    attempts = AttemptLimits()
     # Subscribe sinks before anything runs, so they see every event from the first one.
     feed._sinks = [make_sink(s) for s in config.sinks]
     sinks = [(sink, hub.subscribe(SINK_MAX_BUFFER)) for sink in feed._sinks]
@@ -347,10 +544,17 @@ async def open_feed(
                                 wall=wall,
                                 seed_text=seed_text,
                                 resume=resume.get(plan.config.exchange),
+                                attempts=attempts,
                             )
                         )
                     await root.start(_run_reconciliation, feed, name="reconciliation")
+                    # Started soon, not awaited: the caller subscribes to events before the
+                    # first state change is published.
                     root.start_soon(_run_connections, feed, name="connections")
+                    if config.monitoring.enabled:
+                        feed.monitoring_port = await root.start(
+                            _serve_monitoring, feed, name="monitoring"
+                        )
                     try:
                         yield feed
                     finally:
@@ -403,6 +607,7 @@ def _build_venue(
     wall: Callable[[], int],
     seed_text: str,
     resume: ResumePoint | None,
+    attempts: AttemptLimits,
 ) -> _Venue:
     vc = plan.config
     clock = MarketClock(wall)
@@ -429,6 +634,7 @@ def _build_venue(
         on_mismatch=feed._report_mismatch,
     )
     venue = _Venue(plan, clock, rest, data, integrity)
+    pool = vc.connection_pool
     settings = ConnectionSettings(
         ws_url=vc.ws_url,
         connect_timeout=vc.reconnect.connect_timeout,
@@ -441,30 +647,54 @@ def _build_venue(
             max_retries=vc.reconnect.max_retries,
             stable_after=max(vc.reconnect.max_delay, 2 * vc.ping.interval),
         ),
+        close_timeout=feed.config.shutdown.timeout,
+        heartbeat_interval=vc.heartbeat.check_interval,
+        heartbeat_timeout=vc.heartbeat.timeout,
+        rotate_after=pool.rotate_after,
+        rotation_timeout=pool.rotation_timeout,
     )
-    for cp in plan.connections:
+    venue.settings = settings
+    attempt_throttle = attempts.for_url(vc.ws_url)
+
+    def make_connection(
+        connection_id: str, route: str, streams: Sequence[StreamSpec]
+    ) -> ConnectionSupervisor:
         conn = ConnectionSupervisor(
-            connection_id=cp.id,
-            route=cp.route,
-            streams=cp.streams,
+            connection_id=connection_id,
+            route=route,
+            streams=streams,
             adapter=plan.adapter,
             settings=settings,
             connector=connector or TcpConnector(),  # type: ignore[arg-type]
             transport=transport,
             clock=clock,
-            publish=_state_publisher(hub, integrity, cp.streams),
+            publish=hub.publish_one,
             deliver=integrity.deliver,
-            rng=random.Random(f"{seed_text}/{cp.id}"),
+            rng=random.Random(f"{seed_text}/{connection_id}"),
+            attempts=attempt_throttle,
+            on_streams=lambda specs, missing, why: _streams_changed(
+                hub, venue, specs, missing, why
+            ),
+            evidence=venue.evidence,
+            on_rejected=lambda rejection: _drop_rejected(venue, rejection),
         )
-        venue.connections.append(conn)
-        for spec in cp.streams:
+        # Publish through the connection so the keeper sees each state change with the
+        # streams the connection holds at that moment.
+        conn._publish = _state_publisher(hub, integrity, conn)
+        for spec in streams:
             if spec.channel == "aggTrade":
                 integrity.watch_trade_stream(spec.symbol, _subscribed(conn))
+        return conn
+
+    venue.make_connection = make_connection
+    for cp in plan.connections:
+        venue.connections.append(make_connection(cp.id, cp.route, cp.streams))
+    venue.track_quality(trio.current_time())
     return venue
 
 
 def _state_publisher(
-    hub: EventHub, integrity: VenueIntegrity, streams: Sequence[StreamSpec]
+    hub: EventHub, integrity: VenueIntegrity, conn: ConnectionSupervisor
 ) -> Callable[[Event], None]:
     """Publish a connection's events, telling the venue's integrity keeper of each state
     change (a connection SUBSCRIBED again triggers its catch-up fills)."""
@@ -472,9 +702,146 @@ def _state_publisher(
     def publish(event: Event) -> None:
         hub.publish_one(event)
         if isinstance(event, StateChange):
-            integrity.connection_state(event, streams)
+            integrity.connection_state(event, conn.streams)
 
     return publish
+
+
+def _publish_quality(hub: EventHub, venue: _Venue, update: QualityUpdate | None) -> None:
+    if update is not None:
+        hub.publish_one(
+            QualityChange(update.symbol, update.score, update.reason, venue.clock.now_ms())
+        )
+
+
+def _streams_changed(
+    hub: EventHub, venue: _Venue, specs: Sequence[StreamSpec], missing: bool, why: str
+) -> None:
+    """A connection lost or regained streams: the symbols' quality follows."""
+    now = trio.current_time()
+    by_symbol: dict[str, list[str]] = {}
+    for spec in specs:
+        by_symbol.setdefault(spec.symbol, []).append(spec.name)
+    for symbol, names in by_symbol.items():
+        update = venue.quality.set_missing_streams(symbol, names, missing, why, now)
+        _publish_quality(hub, venue, update)
+
+
+def _check_subscription(venue: _Venue, wanted: SymbolChannels) -> None:
+    """Refuse (as `ConfigError`, before changing anything) symbols and channels that cannot be
+    subscribed."""
+    problems: list[str] = []
+    for symbol, channels in wanted.items():
+        if not isinstance(symbol, str) or not symbol or symbol != symbol.strip():
+            problems.append(f"symbols: {symbol!r} is not a symbol name")
+        for channel in channels:
+            reason = venue.adapter.check_channel(channel)
+            if reason is not None:
+                problems.append(f"channels: {reason}")
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))
+    trial = copy.deepcopy(venue.plan.planner)
+    now = {spec.name for spec in venue.streams()}
+    want = venue.streams(wanted)
+    names = {spec.name for spec in want}
+    trial.remove([n for n in now if n not in names])
+    trial.add(want)  # PoolCapacityError (a ConfigError) if it cannot fit
+
+
+async def _apply_subscription(
+    feed: Feed, venue: _Venue, wanted: SymbolChannels
+) -> list[SubscriptionRejected]:
+    """Re-plan ``venue`` for ``wanted`` and make every connection follow."""
+    planner = venue.plan.planner
+    before = {spec.name for spec in venue.streams()}
+    want = venue.streams(wanted)
+    names = {spec.name for spec in want}
+    removed = [n for n in before if n not in names]
+    added = [spec for spec in want if spec.name not in before]
+    if not removed and not added and wanted == venue.subscription:
+        return []
+    # The keeper first learns the union (new keys ready before their first frame; removed ones
+    # kept until their streams are gone), then exactly what is wanted.
+    union: SymbolChannels = dict(venue.subscription)
+    for symbol, channels in wanted.items():
+        union[symbol] = tuple(dict.fromkeys((*union.get(symbol, ()), *channels)))
+    venue.integrity.reconfigure(venue.keys(union))
+    planner.remove(removed)
+    planner.add(added)
+    venue.subscription = dict(wanted)
+    log.info(
+        "%s: subscription change: +%d -%d streams (%d symbols)",
+        venue.name,
+        len(added),
+        len(removed),
+        len(wanted),
+    )
+    plans = {p.id: p for p in planner.plans()}
+    rejections: list[SubscriptionRejected] = []
+    async with trio.open_nursery() as nursery:
+        for conn in list(venue.connections):
+            plan = plans.get(conn.id)
+            if plan is None:
+                _close_connection(venue, conn)
+            elif [s.name for s in conn.streams] != [s.name for s in plan.streams]:
+
+                async def change(c: ConnectionSupervisor, streams: Sequence[StreamSpec]) -> None:
+                    rejections.extend(await c.set_streams(streams))
+
+                nursery.start_soon(change, conn, plan.streams)
+    existing = {c.id for c in venue.connections}
+    for plan_id, plan in plans.items():
+        if plan_id not in existing:
+            conn = venue.make_connection(plan.id, plan.route, plan.streams)
+            venue.connections.append(conn)
+            _start_connection(feed, venue, conn)
+    for spec in added:
+        holder = next((c for c in venue.connections if spec in c.streams), None)
+        if spec.channel == "aggTrade" and holder is not None:
+            venue.integrity.watch_trade_stream(spec.symbol, _subscribed(holder))
+    trade_symbols = {s.symbol for s in venue.streams() if s.channel == "aggTrade"}
+    for symbol in union:
+        if symbol not in trade_symbols:
+            venue.integrity.unwatch_trade_stream(symbol)
+    venue.integrity.reconfigure(venue.keys(venue.subscription))
+    venue.track_quality(trio.current_time())
+    return rejections
+
+
+def _drop_rejected(venue: _Venue, rejection: SubscriptionRejected) -> None:
+    """The venue refused streams: leave them out of the subscription and the plan."""
+    refused = set(rejection.streams)
+    subscription: SymbolChannels = {}
+    for symbol, channels in venue.subscription.items():
+        kept = tuple(c for c in channels if venue.adapter.stream(symbol, c).name not in refused)
+        if kept:
+            subscription[symbol] = kept
+    venue.subscription = subscription
+    venue.plan.planner.remove(refused)
+    venue.integrity.reconfigure(venue.keys(subscription))
+    venue.track_quality(trio.current_time())
+
+
+def _close_connection(venue: _Venue, conn: ConnectionSupervisor) -> None:
+    """Stop a connection whose streams were all unsubscribed."""
+    venue.connections.remove(conn)
+    scope = venue.scopes.pop(conn.id, None)
+    if scope is not None:
+        scope.cancel()
+    log.info("%s: closing %s: no streams left", venue.name, conn.id)
+
+
+def _start_connection(feed: Feed, venue: _Venue, conn: ConnectionSupervisor) -> None:
+    if feed._connections is None:
+        return  # not running yet: `_run_connections` starts every connection of the venue
+    scope = trio.CancelScope()
+    venue.scopes[conn.id] = scope
+    feed._connections.start_soon(_run_connection, conn, scope, name=f"connection {conn.id}")
+
+
+async def _run_connection(conn: ConnectionSupervisor, scope: trio.CancelScope) -> None:
+    with scope:
+        await conn.run()
 
 
 def _subscribed(conn: ConnectionSupervisor) -> Callable[[], bool]:
@@ -547,9 +914,19 @@ async def _run_sink(sink: Sink, sub: Subscription) -> None:
 
 async def _run_connections(feed: Feed) -> None:
     async with trio.open_nursery() as nursery:
+        feed._connections = nursery
         for venue in feed._venues:
             for conn in venue.connections:
-                nursery.start_soon(conn.run, name=f"connection {conn.id}")
+                _start_connection(feed, venue, conn)
+        await trio.sleep_forever()  # connections come and go with subscription changes
+
+
+async def _serve_monitoring(
+    feed: Feed, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    from .monitoring import serve_monitoring
+
+    await serve_monitoring(feed.status, feed.config.monitoring, task_status=task_status)
 
 
 async def _run_reconciliation(
@@ -559,7 +936,51 @@ async def _run_reconciliation(
         for venue in feed._venues:
             nursery.start_soon(_track_server_time, venue, name=f"server time {venue.name}")
             await nursery.start(venue.integrity.run, name=f"integrity {venue.name}")
+            nursery.start_soon(_recover_quality, feed, venue, name=f"quality {venue.name}")
+            if venue.plan.config.new_listings.enabled:
+                nursery.start_soon(_watch_listings, feed, venue, name=f"listings {venue.name}")
         task_status.started()
+
+
+async def _recover_quality(feed: Feed, venue: _Venue) -> None:
+    """Raise recovering symbols' scores step by step (one step per heartbeat period)."""
+    while True:
+        await trio.sleep(venue.plan.config.heartbeat.check_interval)
+        for update in venue.quality.tick(trio.current_time()):
+            _publish_quality(feed._hub, venue, update)
+
+
+async def _watch_listings(feed: Feed, venue: _Venue) -> None:
+    """Poll the venue's listings; subscribe symbols listed since the feed started to the
+    ``[new_listings]`` channels (what was listed at the first poll is not new)."""
+    cfg = venue.plan.config.new_listings
+    adapter = venue.adapter
+    known: set[str] | None = None
+    try:
+        adapter.exchange_info_request()
+    except NotImplementedError as exc:
+        log.error("%s: new_listings is enabled but %s", venue.name, exc)
+        return
+    while True:
+        try:
+            response = await venue.rest.request(adapter.exchange_info_request())
+            listed = adapter.parse_listed_symbols(response.text)
+        except (RestError, MalformedFrame) as exc:
+            log.warning("%s: listings not read: %s", venue.name, exc)
+            await trio.sleep(cfg.poll_interval)
+            continue
+        if known is None:
+            known = set(listed)
+        else:
+            fresh = [s for s in listed if s not in known and s not in venue.subscription]
+            known.update(listed)
+            if fresh:
+                log.info("%s: new listings %s: subscribing %s", venue.name, fresh, cfg.channels)
+                try:
+                    await feed.subscribe(fresh, cfg.channels, exchange=venue.name)
+                except (ConfigError, SubscriptionRejected) as exc:
+                    log.error("%s: new listings not subscribed: %s", venue.name, exc)
+        await trio.sleep(cfg.poll_interval)
 
 
 async def _track_server_time(venue: _Venue) -> None:
