@@ -528,3 +528,33 @@ async def test_shutdown_timeout_is_configurable(autojump_clock):
             fake.ignore_close_handshake()
             started = trio.current_time()
         assert trio.current_time() - started <= 0.5 + 1e-3
+
+
+async def test_the_monitoring_endpoint_runs_beside_the_feed():
+    # A real loopback listener (so no autojump clock here); the feed itself is in-process.
+    config = make_config(
+        symbols=("BTCUSDT",), channels=("aggTrade",), monitoring={"enabled": True, "port": 0}
+    )
+
+    async def get(port: int, path: str) -> tuple[bytes, bytes]:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        request = f"GET {path} HTTP/1.1\r\nHost: feed\r\nConnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+        await stream.aclose()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return head.split(b"\r\n")[0], body
+
+    async with FakeExchange(seed=21) as fake, feed_on(fake, config) as feed:
+        port = feed.monitoring_port
+        assert port
+        status_line, body = await get(port, "/health")
+        assert status_line == b"HTTP/1.1 200 OK"
+        assert orjson.loads(body)["healthy"] is True
+        status_line, body = await get(port, "/metrics")
+        assert status_line == b"HTTP/1.1 200 OK"
+        assert b'trio_feed_symbol_quality{symbol="BTCUSDT",venue="binance-usdm"} 1.0' in body
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream("127.0.0.1", port)  # closed with the feed
