@@ -10,8 +10,9 @@ import trio.testing
 from trio_feed.core.backoff import BackoffPolicy
 from trio_feed.core.clock import MarketClock
 from trio_feed.events import Event, Trade
-from trio_feed.runtime.connection import ConnectionSettings, ConnectionSupervisor, _Link
+from trio_feed.runtime.connection import ConnectionSettings, ConnectionSupervisor
 from trio_feed.runtime.limits import outgoing_throttle
+from trio_feed.runtime.link import Link
 from trio_feed.venues import get_adapter
 from trio_feed.venues.base import ParsedItem
 
@@ -69,9 +70,9 @@ def supervisor(delivered: list[ParsedItem], published: list[Event]) -> Connectio
     )
 
 
-def current_link(sup: ConnectionSupervisor, session: ScriptedSession) -> _Link:
+def current_link(sup: ConnectionSupervisor, session: ScriptedSession) -> Link:
     """Make ``session`` the supervisor's socket, delivering where the supervisor does."""
-    link = _Link(1, sup.streams, outgoing_throttle(10))
+    link = Link(1, sup.streams, outgoing_throttle(10))
     link.session = session
     link.deliver = sup._deliver
     sup._link = link

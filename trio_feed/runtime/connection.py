@@ -32,7 +32,6 @@ import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
 import trio
-from attrs import frozen
 
 from ..core.backoff import Backoff, BackoffPolicy
 from ..core.clock import MarketClock
@@ -40,7 +39,7 @@ from ..core.overlap import OverlapFilter
 from ..core.staleness import StalenessMonitor, StreamActivity, stream_kind
 from ..core.state import ConnectionInput, ConnectionState, ConnectionStateMachine
 from ..errors import MalformedFrame
-from ..events import BookTicker, DepthDiff, Event, Kline, MarkPrice, StateChange, Trade
+from ..events import Event, Kline, StateChange
 from ..venues.base import (
     Ack,
     Control,
@@ -55,7 +54,20 @@ from ..venues.base import (
     VenueAdapter,
 )
 from .limits import Throttle, outgoing_throttle
-from .transport import TRANSIENT_ERRORS, Connector, Transport, WebSocketSession, describe_error
+from .link import (
+    ConnectionSettings,
+    ConnectionStats,
+    Deliver,
+    Link,
+    LinkLost,
+    StreamsNotice,
+    SubscribeRejected,
+    SubscriptionRejected,
+    TradingEvidence,
+    activity_key,
+    drop_items,
+)
+from .transport import TRANSIENT_ERRORS, Connector, Transport, describe_error
 
 __all__ = [
     "ConnectionSettings",
@@ -82,143 +94,6 @@ OVERLAP_TTL = 60.0
 #: A venue's kline evidence of trading must be this much newer than a quiet trade stream's last
 #: message (on top of one heartbeat period, the granularity of the evidence).
 ACTIVITY_GRACE = 5.0
-
-
-class _LinkLost(Exception):
-    """The current socket is gone (or must go) and no replacement is ready."""
-
-    def __init__(self, reason: str, *, immediate: bool = False) -> None:
-        super().__init__(reason)
-        self.immediate = immediate
-
-
-class _SubscribeRejected(Exception):
-    """The venue refused a subscription request."""
-
-    def __init__(self, streams: tuple[str, ...], message: str) -> None:
-        super().__init__(f"venue rejected subscribing {', '.join(streams)}: {message}")
-        self.streams = streams
-        self.message = message
-
-
-class SubscriptionRejected(Exception):
-    """The venue refused streams of a subscription change (they were left out; every other
-    stream is untouched)."""
-
-    def __init__(self, streams: Sequence[str], message: str) -> None:
-        super().__init__(f"the venue rejected {', '.join(streams)}: {message}")
-        self.streams = tuple(streams)
-        self.message = message
-
-
-@frozen(slots=True)
-class ConnectionSettings:
-    """What a supervisor needs from the venue's configuration."""
-
-    ws_url: str
-    connect_timeout: float
-    ping_interval: float
-    ping_timeout: float
-    backoff: BackoffPolicy
-    #: Longest wait for a close handshake (the peer may never answer).
-    close_timeout: float = 2.0
-    #: Per-stream staleness: how often to look, and the base silence allowed.
-    heartbeat_interval: float = 30.0
-    heartbeat_timeout: float = 60.0
-    #: Replace the socket make-before-break after this many seconds (0: never).
-    rotate_after: float = 0.0
-    #: Longest wait for a replacement to deliver on every stream before switching anyway.
-    rotation_timeout: float = 30.0
-
-
-class ConnectionStats:
-    """Counters of one connection, for ``status()`` (mutated in place: cheap on the hot path)."""
-
-    __slots__ = (
-        "bytes",
-        "connected_at",
-        "last_error",
-        "last_message_at",
-        "malformed",
-        "messages",
-        "reconnects",
-        "resubscribes",
-        "rotation_failures",
-        "rotations",
-        "sent",
-    )
-
-    def __init__(self) -> None:
-        self.messages = 0
-        self.bytes = 0
-        self.malformed = 0
-        self.reconnects = 0
-        self.rotations = 0
-        self.rotation_failures = 0
-        self.resubscribes = 0
-        self.sent = 0
-        self.last_message_at: float | None = None
-        self.connected_at: float | None = None
-        self.last_error: str | None = None
-
-
-#: Called with the parsed market events of each batch of frames: the feed's router.
-Deliver = Callable[[list[ParsedItem]], None]
-#: Told when streams go missing (connection lost, stale) or come back: ``(streams, missing,
-#: why)``. The feed's data-quality board listens.
-StreamsNotice = Callable[[Sequence[StreamSpec], bool, str], None]
-#: A token that changes whenever the market shows ``symbol`` traded (the kline stream's trade
-#: count), or None when nothing is known: evidence that a quiet trade stream is broken.
-TradingEvidence = Callable[[str], Hashable | None]
-
-
-def activity_key(adapter: VenueAdapter, spec: StreamSpec) -> Hashable | None:
-    """The key the events of ``spec`` carry, as the reader computes it per event:
-    ``(Kline, symbol, interval)`` for klines, ``(class, symbol)`` for the rest."""
-    channel = spec.channel
-    if channel == "aggTrade":
-        return (Trade, spec.symbol)
-    if channel == "bookTicker":
-        return (BookTicker, spec.symbol)
-    if channel.startswith("markPrice"):
-        return (MarkPrice, spec.symbol)
-    if channel.startswith("depth"):
-        return (DepthDiff, spec.symbol)
-    key = adapter.kline_key(spec.symbol, channel)
-    if key is not None:
-        return (Kline, *key)
-    return None
-
-
-def _drop(items: list[ParsedItem]) -> None:
-    """Where a retired socket's items go."""
-
-
-class _Link:
-    """One socket of the connection and what it holds."""
-
-    def __init__(self, number: int, streams: Sequence[StreamSpec], throttle: Throttle) -> None:
-        self.number = number
-        #: The streams this socket is subscribed to (by name).
-        self.held: dict[str, StreamSpec] = {s.name: s for s in streams}
-        self.throttle = throttle
-        self.scope = trio.CancelScope()
-        self.session: WebSocketSession | None = None
-        self.opened_at: float | None = None
-        self.subscribed_at: float | None = None
-        self.retired = False
-        #: The venue announced it will close this socket (serverShutdown).
-        self.announced = False
-        #: Per event key, the counters the reader bumps (see `activity_key`).
-        self.activity: dict[Hashable, StreamActivity] = {}
-        self.waiters: dict[int, trio.Event] = {}
-        self.rejected: dict[int, str] = {}
-        self.pong: trio.Event | None = None
-        self.deliver: Deliver = _drop
-        #: While this socket is a rotation's replacement: its buffered items and the filter
-        #: that holds what the old socket delivered.
-        self.buffer: list[ParsedItem] = []
-        self.overlap: OverlapFilter | None = None
 
 
 class ConnectionSupervisor:
@@ -271,10 +146,10 @@ class ConnectionSupervisor:
         self._watched: set[str] = set()
         self._next_request_id = 1
         self._link_numbers = 0
-        self._link: _Link | None = None
-        self._candidate: _Link | None = None
+        self._link: Link | None = None
+        self._candidate: Link | None = None
         self._nursery: trio.Nursery | None = None
-        self._lost: _LinkLost | None = None
+        self._lost: LinkLost | None = None
         self._lost_event = trio.Event()
         self._rotate_event = trio.Event()
         self._rotate_reason: str | None = None
@@ -330,10 +205,10 @@ class ConnectionSupervisor:
                 reason: str | None = None
                 try:
                     await self._attempt()
-                except* _LinkLost as group:
-                    lost = _first(group, _LinkLost)
+                except* LinkLost as group:
+                    lost = _first(group, LinkLost)
                     reason, immediate = str(lost), lost.immediate
-                except* _SubscribeRejected as group:
+                except* SubscribeRejected as group:
                     reason = reason or describe_error(group)
                 except* TRANSIENT_ERRORS as group:
                     reason = reason or describe_error(group)
@@ -398,21 +273,21 @@ class ConnectionSupervisor:
     def _fail(self, reason: str, *, immediate: bool = False) -> None:
         """End the current attempt (from any task of it): the socket must be replaced."""
         if self._lost is None:
-            self._lost = _LinkLost(reason, immediate=immediate)
+            self._lost = LinkLost(reason, immediate=immediate)
             self._lost_event.set()
 
     # ---- one socket -----------------------------------------------------------------------
 
-    def _new_link(self, streams: Sequence[StreamSpec]) -> _Link:
+    def _new_link(self, streams: Sequence[StreamSpec]) -> Link:
         self._link_numbers += 1
-        return _Link(
+        return Link(
             self._link_numbers,
             streams,
             outgoing_throttle(self.adapter.limits.max_outgoing_per_second),
         )
 
     async def _run_link(
-        self, link: _Link, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, link: Link, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Open ``link``'s socket, subscribe it (``started`` once every request is
         acknowledged), then read and ping until it fails or is retired. A failure before
@@ -464,7 +339,7 @@ class ConnectionSupervisor:
                 raise
             self._link_down(link, describe_error(group))
 
-    def _link_down(self, link: _Link, reason: str) -> None:
+    def _link_down(self, link: Link, reason: str) -> None:
         """A socket that was subscribed failed."""
         if link.retired:
             return
@@ -484,19 +359,19 @@ class ConnectionSupervisor:
         # way) is not our failure: reconnect at once, without spending the retry budget.
         self._fail(reason, immediate=link.announced or candidate is not None)
 
-    async def _subscribe_on_open(self, link: _Link) -> None:
+    async def _subscribe_on_open(self, link: Link) -> None:
         messages = self.adapter.open_messages(list(link.held.values()), self._next_request_id)
         await self._request(link, messages)
 
-    async def _send(self, link: _Link, text: str) -> None:
+    async def _send(self, link: Link, text: str) -> None:
         assert link.session is not None
         await link.throttle.acquire()
         await link.session.send(text)
         self.stats.sent += 1
 
-    async def _request(self, link: _Link, messages: Sequence[OutgoingMessage]) -> None:
+    async def _request(self, link: Link, messages: Sequence[OutgoingMessage]) -> None:
         """Send ``messages`` and wait until the venue acknowledged every one that has an id;
-        raise `_SubscribeRejected` if it refused one, `trio.TooSlowError` if it is silent."""
+        raise `SubscribeRejected` if it refused one, `trio.TooSlowError` if it is silent."""
         if not messages:
             return
         waits: list[tuple[int, trio.Event, tuple[str, ...]]] = []
@@ -513,11 +388,11 @@ class ConnectionSupervisor:
                 await event.wait()
                 refusal = link.rejected.pop(request_id, None)
                 if refusal is not None:
-                    raise _SubscribeRejected(streams, refusal)
+                    raise SubscribeRejected(streams, refusal)
 
     # ---- child tasks of a link ------------------------------------------------------------
 
-    async def _read(self, link: _Link) -> None:
+    async def _read(self, link: Link) -> None:
         # The per-frame hot path: one scheduler round-trip per batch of frames (everything
         # one socket read held), local lookups, and nothing that can wait on a consumer.
         assert link.session is not None
@@ -564,7 +439,7 @@ class ConnectionSupervisor:
         if n <= _MALFORMED_LOG_FIRST or n % _MALFORMED_LOG_EVERY == 0:
             log.warning("%s: skipped malformed frame #%d (%s): %.200r", self.id, n, exc, frame)
 
-    def _on_control(self, link: _Link, item: Control) -> None:
+    def _on_control(self, link: Link, item: Control) -> None:
         if isinstance(item, Pong):
             if link.pong is not None:
                 link.pong.set()
@@ -592,7 +467,7 @@ class ConnectionSupervisor:
         elif isinstance(item, Notice):
             log.info("%s: venue notice: %s", self.id, item.message)
 
-    async def _ping(self, link: _Link) -> None:
+    async def _ping(self, link: Link) -> None:
         assert link.session is not None
         session = link.session
         interval, timeout = self.settings.ping_interval, self.settings.ping_timeout
@@ -617,7 +492,7 @@ class ConnectionSupervisor:
 
     # ---- staleness ------------------------------------------------------------------------
 
-    def _watch(self, link: _Link, streams: Iterable[StreamSpec]) -> None:
+    def _watch(self, link: Link, streams: Iterable[StreamSpec]) -> None:
         """Make ``link``'s counters the staleness monitor's for ``streams`` (silence counts
         from now; counts already seen on the link carry over)."""
         now = trio.current_time()
@@ -685,7 +560,7 @@ class ConnectionSupervisor:
                     self._next_request_id += len(messages)
                     messages += self.adapter.subscribe(specs, self._next_request_id)
                     await self._request(link, messages)
-            except (_SubscribeRejected, *TRANSIENT_ERRORS) as exc:  # type: ignore[misc]
+            except (SubscribeRejected, *TRANSIENT_ERRORS) as exc:  # type: ignore[misc]
                 self._fail(f"re-subscribing stale streams failed: {describe_error(exc)}")
                 return
             self.stats.resubscribes += len(specs)
@@ -694,7 +569,7 @@ class ConnectionSupervisor:
                 resubscribed[spec.name] = after
             self._watch(link, specs)
 
-    def _gather_evidence(self, link: _Link, seen: dict[str, Hashable], now: float) -> None:
+    def _gather_evidence(self, link: Link, seen: dict[str, Hashable], now: float) -> None:
         """Tell the monitor which symbols of quiet-by-nature streams traded since last time."""
         if self._evidence is None:
             return
@@ -764,7 +639,7 @@ class ConnectionSupervisor:
         try:
             await nursery.start(self._run_link, new)
             await self._sync(new)
-        except* (_SubscribeRejected, *TRANSIENT_ERRORS) as group:  # type: ignore[misc]
+        except* (SubscribeRejected, *TRANSIENT_ERRORS) as group:  # type: ignore[misc]
             failure = describe_error(group)
         if failure is not None or self._candidate is not new:
             if self._candidate is new:
@@ -791,7 +666,7 @@ class ConnectionSupervisor:
             self._switch(new)
         return self._link is new
 
-    def _caught_up(self, old: _Link, new: _Link, since: float) -> bool:
+    def _caught_up(self, old: Link, new: Link, since: float) -> bool:
         """Every stream the old socket delivered on since ``since`` (the active ones) has
         delivered on the new one too, so each has an overlap to de-duplicate rather than a
         gap. Quiet streams are not waited for: their next item comes on the new socket."""
@@ -803,13 +678,13 @@ class ConnectionSupervisor:
                 return False
         return True
 
-    def _switch(self, new: _Link) -> None:
+    def _switch(self, new: Link) -> None:
         """Make ``new`` the connection's socket (synchronous: no frame can slip between)."""
         old = self._link
         assert old is not None and new.overlap is not None
         overlap = new.overlap
         old.retired = True
-        old.deliver = _drop
+        old.deliver = drop_items
         self._link, self._candidate = new, None
         kept = overlap.filter(new.buffer)
         new.buffer = []
@@ -835,7 +710,7 @@ class ConnectionSupervisor:
         if self._nursery is not None and new.deliver is filtered:
             self._nursery.start_soon(self._end_overlap, new, deliver)
 
-    async def _end_overlap(self, link: _Link, deliver: Deliver) -> None:
+    async def _end_overlap(self, link: Link, deliver: Deliver) -> None:
         await trio.sleep(OVERLAP_TTL)
         if not link.retired:
             link.deliver = deliver
@@ -856,12 +731,12 @@ class ConnectionSupervisor:
         rejections, self._rejections = self._rejections, []
         return rejections
 
-    async def _sync_reporting(self, link: _Link) -> None:
+    async def _sync_reporting(self, link: Link) -> None:
         """`_sync`, turning a refusal into a dropped stream and a transport failure into a
         reconnect (which subscribes everything the connection owns)."""
         try:
             await self._sync(link)
-        except _SubscribeRejected as exc:
+        except SubscribeRejected as exc:
             refused = set(exc.streams)
             self.streams = [s for s in self.streams if s.name not in refused]
             for name in refused:
@@ -874,7 +749,7 @@ class ConnectionSupervisor:
         except TRANSIENT_ERRORS as exc:
             self._fail(f"subscription change failed: {describe_error(exc)}")
 
-    async def _sync(self, link: _Link) -> None:
+    async def _sync(self, link: Link) -> None:
         """Make ``link`` hold exactly ``self.streams``."""
         async with self._control_lock:
             want = {s.name: s for s in self.streams}
@@ -921,7 +796,7 @@ class ConnectionSupervisor:
         return tuple(sorted(self.missing))
 
 
-def _first(group: BaseExceptionGroup[BaseException], cls: type[_LinkLost]) -> _LinkLost:
+def _first(group: BaseExceptionGroup[BaseException], cls: type[LinkLost]) -> LinkLost:
     for exc in group.exceptions:
         if isinstance(exc, cls):
             return exc
