@@ -17,6 +17,7 @@ step exponent, which is how Binance prints them (tick ``0.10`` gives ``"60000.10
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from array import array
@@ -295,31 +296,36 @@ class FakeMarket:
             return events
         states = list(self._states.values())
         eager = self.book_events
-        while True:
-            best: tuple[int, int, int] | None = None
-            for st in states:
-                close_at = st.buckets["1m"].open_time + _MINUTE
-                trade_at = math.floor(st.next_trade_at) if st.next_trade_at != math.inf else _NEVER
-                for candidate in (
-                    (close_at, 0, st.index),
-                    (trade_at, 1, st.index),
-                    (st.next_step_at if eager else _NEVER, 2, st.index),
-                ):
-                    if best is None or candidate < best:
-                        best = candidate
-            assert best is not None
-            time, kind, index = best
-            if time > now_ms:
-                break
+        # A heap of each symbol's next kline close, trade and (eager) book step: the same
+        # (time, kind, symbol index) order as scanning every symbol for the earliest, at
+        # log(n) rather than n per event, which matters with hundreds of symbols. An event
+        # only moves the time of its own kind of its own symbol.
+        heap: list[tuple[int, int, int]] = []
+        for st in states:
+            heap.append((st.buckets["1m"].open_time + _MINUTE, 0, st.index))
+            heap.append((self._trade_key(st), 1, st.index))
+            if eager:
+                heap.append((st.next_step_at, 2, st.index))
+        heapq.heapify(heap)
+        while heap[0][0] <= now_ms:
+            time, kind, index = heap[0]
             st = states[index]
             if kind == 0:
                 self._close_buckets(st, time, events)
+                key = st.buckets["1m"].open_time + _MINUTE
             elif kind == 1:
                 self._trade(st, time, events)
+                key = self._trade_key(st)
             else:
                 self._book_step(st, time, st.price, events)
+                key = st.next_step_at
+            heapq.heapreplace(heap, (key, kind, index))
         self._now = now_ms
         return events
+
+    @staticmethod
+    def _trade_key(st: _SymbolState) -> int:
+        return math.floor(st.next_trade_at) if st.next_trade_at != math.inf else _NEVER
 
     def _sync_book(self, st: _SymbolState) -> None:
         """Catch the book of ``st`` up with `now_ms` (a no-op when book steps are eager).
