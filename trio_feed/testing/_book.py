@@ -104,6 +104,7 @@ class BookSim:
         # steps are forgotten; and the last book rebuilt by `book_at`, from which the next
         # call replays forward when it asks for a later id (tests walk ids upwards).
         self._base: tuple[dict[int, int], dict[int, int], int] = ({}, {}, time)
+        self._base_is_a_book = False  # the empty base before the opening step is not
         self._cursor: tuple[int, dict[int, int], dict[int, int], int] | None = None
 
     def step(self, time: int, price: int, rng: random.Random) -> Step:
@@ -152,13 +153,14 @@ class BookSim:
             _apply(bids, old.bids)
             _apply(asks, old.asks)
             self._base = (bids, asks, old.time)
+            self._base_is_a_book = True
         self.steps.append(step)
 
     def _index(self, update_id: int) -> int:
         """The index of the retained step ending at ``update_id`` (-1: the base), or
         LookupError."""
         steps = self.steps
-        if update_id == steps[0].first_id - 1:
+        if update_id == steps[0].first_id - 1 and self._base_is_a_book:
             return -1
         lo, hi = 0, len(steps)
         while lo < hi:
@@ -176,11 +178,13 @@ class BookSim:
 
     def boundary_before(self, steps_back: int) -> int:
         """The update id ``steps_back`` steps before the current book (0: the current one),
-        the oldest retained boundary if the history is shorter."""
+        the oldest retained book if the history is shorter."""
         if steps_back < 0:
             raise ValueError("steps_back must not be negative")
         index = len(self.steps) - 1 - steps_back
-        return self.steps[index].last_id if index >= 0 else self.steps[0].first_id - 1
+        if index >= 0:
+            return self.steps[index].last_id
+        return self.steps[0].first_id - 1 if self._base_is_a_book else self.steps[0].last_id
 
     def book_at(self, update_id: int) -> tuple[dict[int, int], dict[int, int], int]:
         """Bids and asks (quantity by price) and time of the book as of ``update_id``, a
