@@ -17,7 +17,9 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from trio_feed.events import DepthDiff
 from trio_feed.testing import FakeExchange, kline_open_time
+from trio_feed.venues import get_adapter
 from trio_feed.venues.binance_usdm import BinanceUsdmAdapter
 from trio_websocket import (
     ConnectionClosed,
@@ -842,16 +844,20 @@ async def test_rest_weights_429_and_418(autojump_clock: trio.abc.Clock, base_url
             "/fapi/v1/depth?symbol=BTCUSDT&limit=1000",  # 20
             "/fapi/v1/depth?symbol=BTCUSDT&limit=100",  # 5
             "/fapi/v1/aggTrades?symbol=BTCUSDT",  # 20
+            "/fapi/v1/depth?symbol=BTCUSDT",  # no limit: 1 (measured), though 500 levels
         ):
             response = await client.get(target)
             assert response.status_code == 200
             used.append(int(response.headers["X-MBX-USED-WEIGHT-1M"]))
-        assert used == [5, 6, 8, 13, 23, 43, 48, 68]
+        assert used == [5, 6, 8, 13, 23, 43, 48, 68, 69]
         # Burn the rest of the minute's 2400.
-        for _ in range((2400 - 68) // 20):
+        for _ in range((2400 - 69) // 20):
             await client.get("/fapi/v1/aggTrades?symbol=BTCUSDT")
+        assert fake.rest_weight_used_max == fake.rest_weight_requested_max == 2389
         response = await client.get("/fapi/v1/aggTrades?symbol=BTCUSDT")
         assert response.status_code == 429
+        assert fake.rest_weight_used_max == 2389 and fake.rest_weight_requested_max == 2409
+        assert fake.rest.weight_limit_hits == 1
         now = fake.now_ms()
         assert response.headers["Retry-After"] == str(-(-(60_000 - now % 60_000) // 1000))
         assert response.json()["code"] == -1003
@@ -859,6 +865,7 @@ async def test_rest_weights_429_and_418(autojump_clock: trio.abc.Clock, base_url
         response = await client.get("/fapi/v1/time")
         assert response.status_code == 418
         assert response.headers["Retry-After"] == "120"
+        assert fake.rest_weight_requested_max == 2410  # what was asked for, 418 or not
         await trio.sleep(100)
         response = await client.get("/fapi/v1/time")
         assert response.status_code == 418 and int(response.headers["Retry-After"]) <= 20
@@ -1221,3 +1228,312 @@ async def test_serve_on_loopback() -> None:
                 await stream.aclose()
             assert fake.connections[0].route == "market"
             nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- order-book faults
+
+USDM = get_adapter("binance-usdm")  # what a feed parses frames with
+USDM_REST = BinanceUsdmAdapter()
+
+
+async def receive_texts(ws: WebSocketConnection, seconds: float) -> list[str]:
+    """Every text frame received within ``seconds``, as sent."""
+    out: list[str] = []
+    with trio.move_on_after(seconds):
+        while True:
+            message = await ws.get_message()
+            assert isinstance(message, str)
+            out.append(message)
+    return out
+
+
+def diffs_of(texts: list[str], stream: str | None = None) -> list[DepthDiff]:
+    """The depth diffs in ``texts`` (combined frames), parsed by the USD-M adapter."""
+    out: list[DepthDiff] = []
+    for text in texts:
+        if stream is not None and json.loads(text)["stream"] != stream:
+            continue
+        out += [item for item in USDM.parse(text) if isinstance(item, DepthDiff)]
+    return out
+
+
+def truth(fake: FakeExchange, symbol: str, update_id: int, limit: int | None = None) -> Any:
+    """The exchange's book at ``update_id`` as {"b": {price: qty}, "a": {...}}."""
+    book = fake.market.book_at(symbol, update_id, limit)
+    return {"b": dict(book.bids), "a": dict(book.asks)}
+
+
+class LocalBook:
+    """A reference client book kept by the USD-M rules (facts sheet 1.5), from the adapter's
+    `DepthDiff` items: buffer, snapshot, drop ``u < L``, first ``U <= L <= u``, then ``pu``
+    must equal the previous ``u``."""
+
+    def __init__(self) -> None:
+        self.levels: dict[str, dict[Decimal, Decimal]] = {"b": {}, "a": {}}
+        self.last: int | None = None  # None: not in sync
+        self.synced_once = False
+        self.buffer: list[DepthDiff] = []
+        self.gaps = 0
+
+    def snapshot(self, snap: DepthDiff) -> None:
+        self.levels = {"b": dict(snap.bids), "a": dict(snap.asks)}
+        self.last = snap.final_update_id
+        self.synced_once = False
+        pending, self.buffer = self.buffer, []
+        for diff in pending:
+            self.diff(diff)
+
+    def diff(self, diff: DepthDiff) -> bool:
+        """Apply ``diff`` if it is the next one; True if it was applied."""
+        if self.last is None:
+            self.buffer.append(diff)
+            return False
+        if diff.final_update_id < self.last or (
+            self.synced_once and diff.final_update_id == self.last
+        ):
+            return False  # older than the book (or a repeat of the last message)
+        if not self.synced_once:
+            ok = diff.first_update_id <= self.last <= diff.final_update_id
+        else:
+            ok = diff.prev_update_id == self.last
+        if not ok:
+            self.gaps += 1
+            self.last = None
+            self.buffer = [diff]
+            return False
+        for side, levels in (("b", diff.bids), ("a", diff.asks)):
+            for price, qty in levels:
+                if qty:
+                    self.levels[side][price] = qty
+                else:
+                    self.levels[side].pop(price, None)
+        self.last = diff.final_update_id
+        self.synced_once = True
+        return True
+
+    @property
+    def in_sync(self) -> bool:
+        """Whether the book has applied a diff since its snapshot and found no gap since."""
+        return self.last is not None and self.synced_once
+
+    def top(self, n: int) -> Any:
+        bids = sorted(self.levels["b"].items(), reverse=True)[:n]
+        asks = sorted(self.levels["a"].items())[:n]
+        return {"b": dict(bids), "a": dict(asks)}
+
+
+async def depth_snapshot(client: httpx.AsyncClient, symbol: str, limit: int = 1000) -> DepthDiff:
+    response = await client.get(f"/fapi/v1/depth?symbol={symbol}&limit={limit}")
+    assert response.status_code == 200
+    return USDM_REST.parse_depth(response.content, symbol)
+
+
+async def test_duplicate_depth_update_sends_identical_frames(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    path = "/public/stream?streams=ethusdt@depth@100ms/ethusdt@depth@500ms"
+    async with FakeExchange(seed=40) as fake, open_ws(fake, path) as ws:
+        await trio.sleep(1)
+        fake.duplicate_depth_update("ETHUSDT", n=2)
+        texts = await receive_texts(ws, 3)
+    for stream in ("ethusdt@depth@100ms", "ethusdt@depth@500ms"):
+        mine = [t for t in texts if json.loads(t)["stream"] == stream]
+        repeats = [i for i, (a, b) in enumerate(itertools.pairwise(mine)) if a == b]
+        assert len(repeats) == 2 and repeats[1] > repeats[0] + 1  # two diffs, each twice
+        diffs = diffs_of(mine)
+        unique = [d for i, d in enumerate(diffs) if i - 1 not in repeats]
+        assert len(unique) == len(diffs) - 2
+        for prev, cur in itertools.pairwise(unique):
+            assert cur.prev_update_id == prev.final_update_id  # the chain itself is intact
+        # A client following the rules ignores the copies.
+        book = LocalBook()
+        snapshot_id = diffs[0].first_update_id
+        book.snapshot(
+            DepthDiff("binance-usdm", "ETHUSDT", snapshot_id, snapshot_id, None, 0, (), ())
+        )
+        assert [book.diff(d) for d in diffs].count(False) == 2 and book.gaps == 0
+    assert len(fake.depth_duplicated) == 4
+    sent = fake.sent("ethusdt@depth@100ms") + fake.sent("ethusdt@depth@500ms")
+    assert all(sent.count(p) == 2 for p in fake.depth_duplicated)
+
+
+async def test_a_depth_fault_waits_for_the_first_stream(autojump_clock: trio.abc.Clock) -> None:
+    async with FakeExchange(seed=41) as fake:
+        fake.duplicate_depth_update("BTCUSDT")
+        fake.reorder_depth_updates("BTCUSDT")
+        await trio.sleep(2)
+        async with open_ws(fake, "/public/stream?streams=btcusdt@depth@100ms") as ws:
+            diffs = diffs_of(await receive_texts(ws, 2))
+        async with open_ws(fake, "/public/stream?streams=btcusdt@depth@100ms") as ws:
+            later = diffs_of(await receive_texts(ws, 2))
+        with pytest.raises(ValueError, match="unknown symbol"):
+            fake.distort_depth("NOPEUSDT")
+    # The first diff held back and sent twice after the second: [B, A, A].
+    a, b = diffs[1], diffs[0]
+    assert diffs[2] == a and b.prev_update_id == a.final_update_id
+    assert len(fake.depth_reordered) == len(fake.depth_duplicated) == 1
+    for prev, cur in itertools.pairwise(later):  # the next stream is not affected
+        assert cur.prev_update_id == prev.final_update_id
+
+
+async def test_reorder_depth_updates_swaps_the_next_two(autojump_clock: trio.abc.Clock) -> None:
+    path = "/public/stream?streams=btcusdt@depth@100ms"
+    async with FakeExchange(seed=42) as fake, open_ws(fake, path) as ws, rest_client(fake) as rest:
+        book = LocalBook()
+        await trio.sleep(0.5)
+        book.snapshot(await depth_snapshot(rest, "BTCUSDT"))
+        for diff in diffs_of(await receive_texts(ws, 1)):
+            book.diff(diff)
+        assert book.last is not None and book.gaps == 0
+        fake.reorder_depth_updates("BTCUSDT")
+        diffs = diffs_of(await receive_texts(ws, 2))
+        ((first, second),) = fake.depth_reordered
+        ids = [d.final_update_id for d in diffs]
+        i = ids.index(second["u"])
+        assert ids[i + 1] == first["u"]  # the second generated arrives first
+        assert diffs[i].prev_update_id == first["u"]
+        order = [d.final_update_id for d in sorted(diffs, key=lambda d: d.final_update_id)]
+        assert [*ids[:i], ids[i + 1], ids[i], *ids[i + 2 :]] == order
+        # A client following the rules finds the gap and must re-sync.
+        applied = [book.diff(d) for d in diffs]
+        assert book.gaps == 1 and applied[:i] == [True] * i and not applied[i]
+
+
+async def test_distort_depth_lies_on_the_stream_only(autojump_clock: trio.abc.Clock) -> None:
+    path = "/public/stream?streams=btcusdt@depth@100ms"
+    async with FakeExchange(seed=43) as fake, open_ws(fake, path) as ws, rest_client(fake) as rest:
+        book = LocalBook()
+        await trio.sleep(0.5)
+        book.snapshot(await depth_snapshot(rest, "BTCUSDT"))
+        applied = 0
+        for diff in diffs_of(await receive_texts(ws, 1)):
+            if book.diff(diff):  # (the ones older than the snapshot are dropped)
+                assert book.top(1000) == truth(fake, "BTCUSDT", diff.final_update_id)
+                applied += 1
+        assert applied >= 8 and book.gaps == 0
+        fake.distort_depth("BTCUSDT", n=1)
+        diffs = diffs_of(await receive_texts(ws, 0.35))
+        (lie,) = fake.depth_distorted
+        assert lie.stream == "btcusdt@depth@100ms" and lie.symbol == "BTCUSDT"
+        assert lie.sent_qty != lie.true_qty and lie.sent_qty > 0
+        side = "b" if lie.side == "bids" else "a"
+        for diff in diffs:
+            assert book.diff(diff)  # the ids are right: nothing looks wrong
+            right = truth(fake, "BTCUSDT", diff.final_update_id)
+            if diff.final_update_id < lie.last_update_id:
+                assert book.top(1000) == right
+                continue
+            sent = dict(diff.bids if side == "b" else diff.asks)
+            if diff.final_update_id == lie.last_update_id:
+                assert sent[lie.price] == lie.sent_qty
+            wrong = {
+                s: {
+                    p
+                    for p in set(book.levels[s]) | set(right[s])
+                    if book.levels[s].get(p) != right[s].get(p)
+                }
+                for s in ("b", "a")
+            }
+            assert wrong == {side: {lie.price}, ("a" if side == "b" else "b"): set()}
+            assert right[side].get(lie.price, Decimal(0)) == lie.true_qty
+        # REST keeps the truth.
+        snapshot = await depth_snapshot(rest, "BTCUSDT")
+        assert {"b": dict(snapshot.bids), "a": dict(snapshot.asks)} == truth(
+            fake, "BTCUSDT", snapshot.final_update_id
+        )
+
+
+async def test_stale_depth_snapshot(autojump_clock: trio.abc.Clock) -> None:
+    path = "/public/stream?streams=btcusdt@depth@100ms"
+    async with FakeExchange(seed=44) as fake, rest_client(fake) as rest:
+        await trio.sleep(10)  # some history
+        async with open_ws(fake, path) as ws:
+            buffered = diffs_of(await receive_texts(ws, 1))
+            fake.stale_depth_snapshot("BTCUSDT", count=2)
+            fake.rest_fault("/fapi/v1/depth", 503)  # answered otherwise: not used up
+            assert (await rest.get("/fapi/v1/depth?symbol=BTCUSDT&limit=1000")).status_code == 503
+            stale = await depth_snapshot(rest, "BTCUSDT")
+            # "A snapshot older than the first buffered event": nothing can follow it.
+            assert stale.final_update_id < buffered[0].first_update_id - 1
+            assert not any(
+                d.first_update_id <= stale.final_update_id <= d.final_update_id for d in buffered
+            )
+            book = LocalBook()
+            book.buffer = list(buffered)
+            book.snapshot(stale)
+            assert book.gaps == 1 and book.last is None  # no diff can follow it
+            # Its levels are those of that time (the book 50 steps ago).
+            expected = fake.market.book_at("BTCUSDT", stale.final_update_id, 1000)
+            assert stale.bids == expected.bids and stale.asks == expected.asks
+            assert stale.final_update_id == fake.market.update_id_steps_ago("BTCUSDT", 50)
+            again = await depth_snapshot(rest, "BTCUSDT", limit=5)
+            assert again.final_update_id < buffered[0].first_update_id and len(again.bids) == 5
+            fresh = await depth_snapshot(rest, "BTCUSDT")
+            assert fresh.final_update_id == fake.market.last_update_id("BTCUSDT")
+            book.snapshot(fresh)
+            for diff in diffs_of(await receive_texts(ws, 1)):
+                book.diff(diff)
+            assert book.in_sync and book.gaps == 1
+        first, second = fake.stale_snapshots
+        assert first.last_update_id == stale.final_update_id and first.steps_behind == 50
+        assert first.true_update_id > first.last_update_id
+        assert second.last_update_id == again.final_update_id
+        with pytest.raises(ValueError):
+            fake.stale_depth_snapshot("BTCUSDT", updates_behind=0)
+
+
+async def test_two_hundred_depth_streams_and_their_snapshots(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # 200 symbols on @depth@100ms over two combined connections, a snapshot (limit=1000,
+    # weight 20) of each paced to the 2400/minute budget, every book checked against the
+    # truth after every applied diff. Quiet books keep it quick (about 2 s of wall time).
+    symbols = [f"S{i:03d}USDT" for i in range(200)]
+    books = {s: LocalBook() for s in symbols}
+    checked = 0
+    async with (
+        FakeExchange(symbols=symbols, seed=45, trade_rate=0.0, book_activity=0.1) as fake,
+        rest_client(fake) as rest,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def read(part: list[str]) -> None:
+            nonlocal checked
+            names = "/".join(f"{s.lower()}@depth@100ms" for s in part)
+            async with open_ws(fake, f"/public/stream?streams={names}") as ws:
+                while True:
+                    message = await ws.get_message()
+                    assert isinstance(message, str)
+                    for diff in diffs_of([message]):
+                        book = books[diff.symbol]
+                        if book.diff(diff):
+                            expected = truth(fake, diff.symbol, diff.final_update_id, 20)
+                            assert book.top(20) == expected
+                            checked += 1
+
+        nursery.start_soon(read, symbols[:100])
+        nursery.start_soon(read, symbols[100:])
+        await trio.sleep(0.5)
+        for symbol in symbols:
+            used = fake.rest.used_weight(fake.now_ms())
+            if used + 20 > 2400:  # keep to the budget: wait for the next UTC minute
+                await trio.sleep((60_000 - fake.now_ms() % 60_000) / 1000 + 0.01)
+            books[symbol].snapshot(await depth_snapshot(rest, symbol))
+        # A quiet book publishes the diff that covers a snapshot at its next change.
+        with trio.fail_after(30):
+            while not all(b.in_sync for b in books.values()):
+                await trio.sleep(0.5)
+        assert not any(b.gaps for b in books.values())
+        assert fake.rest_weight_requested_max <= 2400
+        assert fake.rest_weight_used_max == 2400  # 120 snapshots in the first minute
+        assert sorted(fake.rest.weight_by_minute.values()) == [1600, 2400]
+        assert {r.weight for r in fake.rest_requests} == {20}
+        # One more in the second minute is fine; a burst past the limit gets a 429.
+        for _ in range(40):
+            await depth_snapshot(rest, "S000USDT")
+        response = await rest.get("/fapi/v1/depth?symbol=S001USDT&limit=1000")
+        assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+        assert fake.rest_weight_requested_max == 2420 and fake.rest.weight_limit_hits == 1
+        nursery.cancel_scope.cancel()
+    assert checked > 1000
+    assert all(len(r.streams) == 100 and r.combined for r in fake.connections)

@@ -10,6 +10,7 @@ import pytest
 from trio_feed.testing import (
     KLINE_INTERVALS,
     AggTrade,
+    BookSnapshot,
     DepthStep,
     FakeMarket,
     KlineBar,
@@ -424,3 +425,129 @@ def test_listing_trade_rates() -> None:
     assert 900 < market.trade_count("DOGEUSDT") < 1500
     assert market.trade_count("XRPUSDT") == market.trade_count("ADAUSDT") == 0
     assert 30 < market.trade_count("BTCUSDT") < 100
+
+
+# --------------------------------------------------------------------------- book history
+
+
+def _books_along_the_way(market: FakeMarket, symbol: str, until: int) -> dict[int, BookSnapshot]:
+    """The book after every step, recorded as time goes: the truth `book_at` must rebuild."""
+    seen = {market.last_update_id(symbol): market.book(symbol)}
+    for t in range(market.now_ms + 100, until + 1, 100):
+        market.advance_to(t)
+        book = market.book(symbol)
+        seen[book.last_update_id] = book
+    return seen
+
+
+@pytest.mark.parametrize("history", [3, 40, 10_000])
+def test_book_at_rebuilds_every_retained_book(history: int) -> None:
+    market = FakeMarket(seed=31, depth_history=history, book_levels=40)
+    seen = _books_along_the_way(market, "ETHUSDT", START + 20_000)
+    steps = market.depth_steps("ETHUSDT")
+    assert len(steps) == min(history, 201)  # the opening book and 200 steps
+    retained = [s.last_update_id for s in steps]
+    shuffled = sorted(retained, key=lambda u: (u * 7919) % 104_729)
+    for update_id in retained + retained[::-1] + shuffled + retained:
+        assert market.book_at("ETHUSDT", update_id) == seen[update_id]
+    last = retained[-1]
+    assert market.book_at("ETHUSDT", last) == market.book("ETHUSDT")
+    top = market.book_at("ETHUSDT", retained[-2], 5)
+    assert top.bids == seen[retained[-2]].bids[:5] and top.asks == seen[retained[-2]].asks[:5]
+    # Only step boundaries that are still retained.
+    wide = next(s for s in steps if s.last_update_id > s.first_update_id)
+    for bad in (wide.first_update_id, last + 1, min(seen) if history < 201 else last + 2):
+        with pytest.raises(LookupError, match="ETHUSDT"):
+            market.book_at("ETHUSDT", bad)
+
+
+def test_book_at_walks_a_stream_cheaply_and_matches_the_diffs() -> None:
+    market = FakeMarket(seed=32, trade_rate=3.0)
+    market.advance_to(START + 60_000)
+    snapshot = market.book("BTCUSDT")
+    book = {"bids": dict(snapshot.bids), "asks": dict(snapshot.asks)}
+    last = snapshot.last_update_id
+    market.advance_to(START + 120_000)
+    # Diffs as a 250 ms stream merges them; after each, the truth at its u equals the replay.
+    boundaries = [s.last_update_id for s in market.depth_steps("BTCUSDT")]
+    checked = 0
+    for up_to in boundaries[boundaries.index(last) + 3 :: 3]:
+        diff = market.depth_diff("BTCUSDT", last, up_to)
+        assert diff is not None
+        _apply(book, diff)
+        last = up_to
+        truth = market.book_at("BTCUSDT", up_to)
+        assert (dict(truth.bids), dict(truth.asks)) == (book["bids"], book["asks"])
+        checked += 1
+    assert checked > 150
+
+
+def test_update_id_steps_ago() -> None:
+    market = FakeMarket(seed=33, depth_history=100)
+    market.advance_to(START + 5_000)
+    ids = [s.last_update_id for s in market.depth_steps("BTCUSDT")]
+    assert market.update_id_steps_ago("BTCUSDT", 0) == ids[-1] == market.last_update_id("BTCUSDT")
+    assert market.update_id_steps_ago("BTCUSDT", 1) == market.published_update_id("BTCUSDT")
+    assert market.update_id_steps_ago("BTCUSDT", 50) == ids[-51]
+    # Not that much history: the oldest book there is (the opening one here).
+    assert market.update_id_steps_ago("BTCUSDT", 500) == ids[0]
+    market.advance_to(START + 60_000)
+    oldest = market.depth_steps("BTCUSDT")[0]
+    assert market.update_id_steps_ago("BTCUSDT", 500) == oldest.first_update_id - 1
+    market.book_at("BTCUSDT", oldest.first_update_id - 1)  # the base book is retained too
+    with pytest.raises(ValueError):
+        market.update_id_steps_ago("BTCUSDT", -1)
+
+
+def test_quiet_books_change_at_some_steps_only() -> None:
+    activity = {"BTCUSDT": 0.2}  # ETHUSDT: absent, so busy
+    quiet = FakeMarket(seed=34, book_activity=activity)
+    quiet.advance_to(START + 60_000)
+    busy = FakeMarket(seed=34)
+    busy.advance_to(START + 60_000)
+    btc = quiet.depth_steps("BTCUSDT")[1:]
+    assert 80 < len(btc) < 160  # about 600 * 0.2
+    for prev, cur in itertools.pairwise(quiet.depth_steps("BTCUSDT")):
+        assert cur.first_update_id == prev.last_update_id + 1
+        assert cur.time % 100 == 0
+    # A busy book's history does not depend on the option.
+    assert quiet.depth_steps("ETHUSDT") == busy.depth_steps("ETHUSDT")
+    assert quiet.trades("BTCUSDT") == busy.trades("BTCUSDT")
+    book = quiet.book("BTCUSDT")
+    assert book.bids[0][0] < book.asks[0][0]
+    # Lazy and eager books agree with quiet books too.
+    eager = FakeMarket(seed=34, book_activity=activity, book_events=True)
+    eager.advance_to(START + 60_000)
+    assert eager.depth_steps("BTCUSDT") == quiet.depth_steps("BTCUSDT")
+    silent = FakeMarket(seed=34, book_activity=0.0)
+    silent.advance_to(START + 60_000)
+    assert len(silent.depth_steps("BTCUSDT")) == 1  # the opening book only
+    with pytest.raises(ValueError, match="book_activity"):
+        FakeMarket(book_activity=1.5)
+
+
+def test_many_symbols_advance_in_the_same_order() -> None:
+    # The event order (time, kind, symbol order) holds with many symbols: a kline close
+    # at a minute boundary comes for every symbol in order, before the trades at that ms.
+    symbols = [f"S{i:03d}USDT" for i in range(50)]
+    market = FakeMarket(symbols, seed=35, trade_rate=5.0)
+    events = market.advance_to(START + 120_000)
+    keys = [
+        (e.time if isinstance(e, AggTrade) else e.close_time + 1, isinstance(e, AggTrade))
+        for e in events
+        if isinstance(e, AggTrade | KlineBar)
+    ]
+    assert keys == sorted(keys)
+    closes = [e.symbol for e in events if isinstance(e, KlineBar) and e.interval == "1m"]
+    assert closes == symbols + symbols
+    assert sum(isinstance(e, AggTrade) for e in events) == sum(
+        market.trade_count(s) for s in symbols
+    )
+
+
+def test_the_empty_book_before_the_opening_is_not_a_book() -> None:
+    market = FakeMarket(seed=36)
+    opening = market.depth_steps("BTCUSDT")[0]
+    with pytest.raises(LookupError):
+        market.book_at("BTCUSDT", opening.first_update_id - 1)
+    assert len(market.book_at("BTCUSDT", opening.last_update_id).bids) == 200

@@ -26,9 +26,12 @@ Beyond trading, the fake models what a long-running feed meets: new listings and
 delistings (`FakeExchange.list_symbol`, `FakeExchange.delist_symbol`), server rotations
 (`FakeExchange.announce_shutdown`, closing after ``shutdown_grace``), dropped, refused,
 black-holed and hanging connections (`FakeExchange.ignore_close_handshake`), the
-connection-attempt and incoming-message limits, and silent or stalled streams
-(`FakeExchange.silence`, `FakeExchange.stall_connection_streams`). `ConnectionRecord` tells
-a test what each connection saw and did.
+connection-attempt and incoming-message limits, silent or stalled streams
+(`FakeExchange.silence`, `FakeExchange.stall_connection_streams`), order-book faults
+(skipped, duplicated, reordered and distorted diffs, stale REST snapshots) with the true book
+at every published update id (`FakeMarket.book_at`), and REST weight budgets
+(`FakeExchange.rest_weight_requested_max`). `ConnectionRecord` tells a test what each
+connection saw and did.
 
 Modules: `records` (what the market publishes), `market` (the simulation), `wire` (Binance
 stream names and payloads), `rest` (the REST API), `http` (the loopback HTTP server) and
@@ -42,10 +45,12 @@ from .records import KLINE_INTERVALS as KLINE_INTERVALS
 from .records import AggTrade as AggTrade
 from .records import BestQuote as BestQuote
 from .records import BookSnapshot as BookSnapshot
+from .records import DepthDistortion as DepthDistortion
 from .records import DepthStep as DepthStep
 from .records import KlineBar as KlineBar
 from .records import MarketEvent as MarketEvent
 from .records import MarkSnapshot as MarkSnapshot
+from .records import StaleSnapshot as StaleSnapshot
 from .records import SymbolSpec as SymbolSpec
 from .records import kline_open_time as kline_open_time
 from .rest import FakeRestApi as FakeRestApi
@@ -58,6 +63,7 @@ __all__ = [
     "BestQuote",
     "BookSnapshot",
     "ConnectionRecord",
+    "DepthDistortion",
     "DepthStep",
     "FakeExchange",
     "FakeMarket",
@@ -67,6 +73,7 @@ __all__ = [
     "MarketEvent",
     "RestRequestRecord",
     "RestResponse",
+    "StaleSnapshot",
     "SymbolSpec",
     "kline_open_time",
 ]

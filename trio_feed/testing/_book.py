@@ -3,6 +3,8 @@
 `BookSim` keeps both sides (``book_levels`` levels each around the last trade price), changes
 them one *step* at a time and keeps the recent steps, each covering a contiguous range of
 update ids (one id per level change), so that any range of them can be merged into a diff.
+It also keeps the book as it was just before the oldest retained step (the *base*), so the
+book as of any retained step boundary can be rebuilt (`BookSim.book_at`).
 `FakeMarket` turns its integers into `decimal.Decimal` records.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
+from itertools import islice
 
 from attrs import define
 
@@ -67,6 +70,14 @@ class _Side:
             del self.prices[-excess:]
 
 
+def _apply(side: dict[int, int], changes: dict[int, int]) -> None:
+    for price, qty in changes.items():
+        if qty:
+            side[price] = qty
+        else:
+            side.pop(price, None)
+
+
 class BookSim:
     """The book of one symbol (see the module docstring).
 
@@ -85,9 +96,16 @@ class BookSim:
             self.asks.set(price + k, random_qty(rng))
         n = len(self.bids.qty) + len(self.asks.qty)
         opening = Step(base_id + 1, base_id + n, time, dict(self.bids.qty), dict(self.asks.qty))
-        self.steps: deque[Step] = deque([opening], maxlen=history)
+        self.history = history
+        self.steps: deque[Step] = deque([opening])
         self.last_update_id = opening.last_id
         self.time = time
+        # The book just before steps[0] (empty before the opening step), kept up as old
+        # steps are forgotten; and the last book rebuilt by `book_at`, from which the next
+        # call replays forward when it asks for a later id (tests walk ids upwards).
+        self._base: tuple[dict[int, int], dict[int, int], int] = ({}, {}, time)
+        self._base_is_a_book = False  # the empty base before the opening step is not
+        self._cursor: tuple[int, dict[int, int], dict[int, int], int] | None = None
 
     def step(self, time: int, price: int, rng: random.Random) -> Step:
         """Change the book at ``time`` given the last trade ``price``; returns the step."""
@@ -125,8 +143,73 @@ class BookSim:
         )
         self.last_update_id = step.last_id
         self.time = time
-        self.steps.append(step)
+        self._retain(step)
         return step
+
+    def _retain(self, step: Step) -> None:
+        if len(self.steps) >= self.history:
+            old = self.steps.popleft()
+            bids, asks, _ = self._base
+            _apply(bids, old.bids)
+            _apply(asks, old.asks)
+            self._base = (bids, asks, old.time)
+            self._base_is_a_book = True
+        self.steps.append(step)
+
+    def _index(self, update_id: int) -> int:
+        """The index of the retained step ending at ``update_id`` (-1: the base), or
+        LookupError."""
+        steps = self.steps
+        if update_id == steps[0].first_id - 1 and self._base_is_a_book:
+            return -1
+        lo, hi = 0, len(steps)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if steps[mid].last_id < update_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(steps) or steps[lo].last_id != update_id:
+            first, last = steps[0].first_id - 1, steps[-1].last_id
+            raise LookupError(
+                f"update id {update_id} is not a retained step boundary ({first}..{last})"
+            )
+        return lo
+
+    def boundary_before(self, steps_back: int) -> int:
+        """The update id ``steps_back`` steps before the current book (0: the current one),
+        the oldest retained book if the history is shorter."""
+        if steps_back < 0:
+            raise ValueError("steps_back must not be negative")
+        index = len(self.steps) - 1 - steps_back
+        if index >= 0:
+            return self.steps[index].last_id
+        return self.steps[0].first_id - 1 if self._base_is_a_book else self.steps[0].last_id
+
+    def book_at(self, update_id: int) -> tuple[dict[int, int], dict[int, int], int]:
+        """Bids and asks (quantity by price) and time of the book as of ``update_id``, a
+        retained step boundary (LookupError otherwise). The dicts are shared with the next
+        call: copy them before keeping or changing them.
+
+        Costs one replay of the steps from the base, or from the previous call's book when
+        ``update_id`` is not older than it.
+        """
+        index = self._index(update_id)
+        start = 0
+        cursor = self._cursor
+        base_id = self.steps[0].first_id - 1
+        if cursor is not None and base_id <= cursor[0] <= update_id:
+            _, bids, asks, time = cursor
+            start = self._index(cursor[0]) + 1
+        else:
+            base_bids, base_asks, time = self._base
+            bids, asks = dict(base_bids), dict(base_asks)
+        for step in islice(self.steps, start, index + 1):
+            _apply(bids, step.bids)
+            _apply(asks, step.asks)
+            time = step.time
+        self._cursor = (update_id, bids, asks, time)
+        return bids, asks, time
 
     def best(self) -> tuple[int, int, int, int]:
         """(best bid, its qty, best ask, its qty); zeros for an empty side."""

@@ -12,7 +12,9 @@ connections already holding such a stream start receiving it.
 
 A diff-depth stream that becomes live starts at the update id the streams had published at
 that moment, so its first message's ``pu`` refers to that point, as if an earlier message
-had ended there.
+had ended there. Depth faults (skipped, duplicated, distorted and reordered diffs) are
+counted per stream; asked for a symbol with no live depth stream, they wait for the first
+of its depth streams to start.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
-from attrs import define, evolve
+from attrs import define, evolve, fields
 
 from ._connection import Connection
 from .market import FakeMarket
-from .records import AggTrade, KlineBar
+from .records import AggTrade, DepthDistortion, DepthStep, KlineBar
 from .wire import (
     ControlRequest,
     StreamSpec,
@@ -46,11 +48,27 @@ __all__ = ["StreamHub"]
 _T = TypeVar("_T")
 
 
+@define(slots=True)
+class _DepthFaults:
+    """Depth faults still to apply: counts of the next diffs to treat so."""
+
+    skip: int = 0  # generate but do not send (skip_depth_update)
+    duplicate: int = 0  # send twice in a row (duplicate_depth_update)
+    distort: int = 0  # send with one wrong quantity (distort_depth)
+    reorder: int = 0  # pairs of diffs to send swapped (reorder_depth_updates)
+
+    def add(self, other: _DepthFaults) -> None:
+        for f in fields(_DepthFaults):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
 @define(slots=True, eq=False)
 class _DepthStream:
     after_id: int  # the u of the previous message
     bucket: int  # exchange time // period of the previous push
-    skip: int = 0  # messages to generate but not send (skip_depth_update)
+    faults: _DepthFaults
+    # reorder_depth_updates: the first diff of the pair (payload, copies), sent after the next
+    held: tuple[dict[str, Any], int] | None = None
 
 
 class StreamHub:
@@ -72,11 +90,14 @@ class StreamHub:
         #: Silenced stream names -> whether a new subscription ends the silence.
         self.silenced: dict[str, bool] = {}
         self.depth_skipped: list[dict[str, Any]] = []
+        self.depth_duplicated: list[dict[str, Any]] = []
+        self.depth_distorted: list[DepthDistortion] = []
+        self.depth_reordered: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self._symbols = set(market.symbols)
         self._subs: dict[str, dict[int, Connection]] = {}
         self._live: dict[str, StreamSpec] = {}
         self._depth: dict[str, _DepthStream] = {}
-        self._pending_skips: Counter[str] = Counter()
+        self._pending_faults: dict[str, _DepthFaults] = {}
         self._distortions: Counter[tuple[str, str]] = Counter()
         self._last_quote: dict[str, tuple[Any, ...]] = {}
         self._sent_history = sent_history
@@ -146,11 +167,8 @@ class StreamHub:
         if spec.kind == "depth":
             assert spec.period_ms is not None
             after = self.market.published_update_id(spec.symbol)
-            state = _DepthStream(after, now // spec.period_ms)
-            if self._pending_skips[spec.symbol]:
-                self._pending_skips[spec.symbol] -= 1
-                state.skip = 1
-            self._depth[spec.name] = state
+            faults = self._pending_faults.pop(spec.symbol, None) or _DepthFaults()
+            self._depth[spec.name] = _DepthStream(after, now // spec.period_ms, faults)
 
     def control_reply(self, conn: Connection, text: str) -> dict[str, Any]:
         """Apply a live-subscription request from ``conn`` and return the reply to send."""
@@ -175,13 +193,21 @@ class StreamHub:
             return {"result": conn.record.combined, "id": request.id}
         return {"result": None, "id": request.id}
 
-    def skip_depth_update(self, symbol: str) -> None:
-        """See `FakeExchange.skip_depth_update`."""
+    def depth_fault(
+        self, symbol: str, *, skip: int = 0, duplicate: int = 0, distort: int = 0, reorder: int = 0
+    ) -> None:
+        """Apply the next diffs of each live depth stream of ``symbol`` (or of the first to
+        start, if none is live) as given (see `FakeExchange.skip_depth_update` and the
+        other depth faults)."""
+        counts = (skip, duplicate, distort, reorder)
+        if min(counts) < 0:
+            raise ValueError("fault counts must not be negative")
+        extra = _DepthFaults(*counts)
         live = [s for s in self._live.values() if s.kind == "depth" and s.symbol == symbol]
         if not live:
-            self._pending_skips[symbol] += 1
+            self._pending_faults.setdefault(symbol, _DepthFaults()).add(extra)
         for spec in live:
-            self._depth[spec.name].skip += 1
+            self._depth[spec.name].faults.add(extra)
 
     # ------------------------------------------------------------------ sending
 
@@ -189,10 +215,15 @@ class StreamHub:
         self, name: str, build: Callable[[_T, int], dict[str, Any]], item: _T, now: int
     ) -> None:
         """Build the payload of ``name`` once and queue it on every subscriber."""
+        if self._subs.get(name) and name not in self.silenced:
+            self._fan_out(name, build(item, now))
+
+    def _fan_out(self, name: str, payload: dict[str, Any], copies: int = 1) -> None:
+        """Queue ``payload`` ``copies`` times in a row on every subscriber of ``name``."""
         subscribers = self._subs.get(name)
         if not subscribers or name in self.silenced:
             return
-        data = orjson.dumps(build(item, now)).decode()
+        data = orjson.dumps(payload).decode()
         combined: str | None = None
         for conn in list(subscribers.values()):
             if conn.record.streams_stalled:
@@ -200,9 +231,11 @@ class StreamHub:
             if conn.record.combined:
                 if combined is None:
                     combined = f'{{"stream":{orjson.dumps(name).decode()},"data":{data}}}'
-                conn.enqueue(name, data, combined)
+                text = combined
             else:
-                conn.enqueue(name, data, data)
+                text = data
+            for _ in range(copies):
+                conn.enqueue(name, data, text)
 
     def tick(self, k: int, now: int, events: list[AggTrade | KlineBar]) -> None:
         """Send what is due at tick ``k`` (exchange time ``now``).
@@ -260,11 +293,65 @@ class StreamHub:
         if diff is None:
             return  # the book has not changed: nothing to say
         state.after_id = up_to
-        if state.skip:
-            state.skip -= 1
+        faults = state.faults
+        # Faults act on the diffs as generated, whether or not anyone receives them (a
+        # silenced or stalled stream uses them up too). A skipped diff is only skipped.
+        if faults.skip:
+            faults.skip -= 1
             self.depth_skipped.append(depth_payload(diff, now))
             return
-        self.publish(name, depth_payload, diff, now)
+        if faults.distort:
+            faults.distort -= 1
+            diff = self._distort(name, diff, now)
+        payload = depth_payload(diff, now)
+        copies = 1
+        if faults.duplicate:
+            faults.duplicate -= 1
+            copies = 2
+            self.depth_duplicated.append(payload)
+        if state.held is None and faults.reorder:
+            faults.reorder -= 1
+            state.held = (payload, copies)  # sent right after the next diff
+            return
+        self._fan_out(name, payload, copies)
+        if state.held is not None:
+            held, held_copies = state.held
+            state.held = None
+            self._fan_out(name, held, held_copies)
+            self.depth_reordered.append((held, payload))
+
+    def _distort(self, name: str, diff: DepthStep, now: int) -> DepthStep:
+        """``diff`` with one wrong quantity, recorded in `depth_distorted`.
+
+        The level nearest the touch that the diff sets (the highest bid, else the lowest
+        ask; a removal only if the diff sets nothing) gets twice its quantity plus one lot
+        step, so it is never right and never zero: a removal becomes a phantom level.
+        """
+        step = self.market.spec(diff.symbol).step_size
+        candidates: list[tuple[str, int]] = []
+        candidates += [("bids", i) for i in reversed(range(len(diff.bids)))]
+        candidates += [("asks", i) for i in range(len(diff.asks))]
+        side, index = next(((s, i) for s, i in candidates if getattr(diff, s)[i][1]), candidates[0])
+        levels = list(getattr(diff, side))
+        price, qty = levels[index]
+        wrong = qty * 2 + step
+        levels[index] = (price, wrong)
+        self.depth_distorted.append(
+            DepthDistortion(
+                symbol=diff.symbol,
+                stream=name,
+                first_update_id=diff.first_update_id,
+                last_update_id=diff.last_update_id,
+                time=now,
+                side=side,
+                price=price,
+                true_qty=qty,
+                sent_qty=wrong,
+            )
+        )
+        if side == "bids":
+            return evolve(diff, bids=tuple(levels))
+        return evolve(diff, asks=tuple(levels))
 
     def next_due(self, k: int, tick_at: Callable[[int], int]) -> int | None:
         """The first tick after ``k`` at which a live stream has something to send, or None

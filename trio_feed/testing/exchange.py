@@ -15,9 +15,13 @@ Per-connection timers (server pings, the lifetime limit) carry a similar offset,
 ``timer_offset``. The loop only wakes for ticks at which a live stream has something to send,
 so an idle fake costs nothing, even over a 24 h run in virtual time.
 
-Cost. In virtual time each frame delivered to a trio-websocket client costs roughly 0.3 ms of
-wall time (mostly task switches); a 24 h run therefore wants modest rates (``trade_rate``,
-``kline_every``, fewer depth streams) or a larger ``tick``.
+Cost. In virtual time each frame delivered to a trio-websocket client costs roughly 0.1 ms of
+wall time (mostly task switches on both ends); a 24 h run therefore wants modest rates
+(``trade_rate``, ``kline_every``, fewer depth streams) or a larger ``tick``. Depth streams
+send a frame per change: 200 ``@depth@100ms`` streams are 2000 frames a second, about 13 s of
+wall time per virtual minute for a client that only reads them. ``book_activity`` makes such
+runs cheap without touching the update-id rules: with 0.1 a book changes at one step in ten
+on average (the other streams stay quiet), about 2 s per virtual minute for 200 streams.
 
 Every fault injection and observation method is documented on the class; the faults act at
 once on live connections and the closing itself completes at the next scheduling point.
@@ -30,12 +34,16 @@ In short, for tests of a feed's live operation:
   answers a close), the ``max_attempts_per_window`` limit (`FakeExchange.attempt_times`);
 * streams: `FakeExchange.silence` (optionally healed by a re-subscription),
   `FakeExchange.stall_connection_streams` (only a new connection helps),
-  `FakeExchange.skip_depth_update`, `FakeExchange.distort_closed_klines`,
-  `FakeExchange.send_malformed`;
+  `FakeExchange.distort_closed_klines`, `FakeExchange.send_malformed`;
+* order books: `FakeExchange.skip_depth_update`, `FakeExchange.duplicate_depth_update`,
+  `FakeExchange.reorder_depth_updates`, `FakeExchange.distort_depth` (the stream lies, REST
+  keeps the truth), `FakeExchange.stale_depth_snapshot` (a snapshot older than the stream);
+  the truth to compare a client's books with is ``fake.market.book_at(symbol, u)``;
 * rotation: `FakeExchange.announce_shutdown` sends ``serverShutdown`` and closes the
   connection ``shutdown_grace`` seconds later, as Binance does;
 * limits: ``max_incoming_per_second`` (see `ConnectionRecord.max_messages_in_window`),
-  REST weights and bans, `FakeExchange.rest_fault`.
+  REST weights and bans (`FakeExchange.rest_weight_requested_max` tells whether a client
+  kept to its budget), `FakeExchange.rest_fault`.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ from ._hub import StreamHub
 from ._transport import PrefixedStream, memory_connection
 from .http import read_request_head, request_target, serve_http
 from .market import FakeMarket
-from .records import AggTrade, KlineBar, SymbolSpec
+from .records import AggTrade, DepthDistortion, KlineBar, StaleSnapshot, SymbolSpec
 from .rest import FakeRestApi, RestRequestRecord, RestResponse
 from .wire import ROUTES, WsPath, malformed_frames, server_shutdown_payload
 
@@ -84,6 +92,14 @@ class FakeExchange:
       depth_every: the book changes every ``depth_every`` ticks; diff streams push at
         their nominal speed (``@depth@100ms`` every 100 ms, ``@depth`` 250 ms,
         ``@depth@500ms`` 500 ms of exchange time, at most once a tick).
+      book_levels: levels kept on each side of every book (REST depth answers at most these).
+      book_activity: chance that a book step changes a symbol's book, for all symbols or per
+        symbol (absent ones: 1.0); below 1 the book is quiet at the other steps and its diff
+        streams send nothing then (see `FakeMarket`). The cheap way to run hundreds of depth
+        streams.
+      depth_history: book steps kept per symbol (for `FakeMarket.book_at`,
+        `stale_depth_snapshot` and diffs of streams that fell behind); a few hundred bytes a
+        step.
       kline_every: ticks between pushes of the open kline on kline streams.
       mark_every: ticks between ``@markPrice@1s`` pushes (``@markPrice``: three times that).
       lifetime: seconds after which a connection is closed (code 1001).
@@ -123,6 +139,9 @@ class FakeExchange:
         tick: float = 0.1,
         tick_offset: float = 0.0137,
         depth_every: int = 1,
+        book_levels: int = 200,
+        book_activity: float | Mapping[str, float] = 1.0,
+        depth_history: int = 10_000,
         kline_every: int = 2,
         mark_every: int = 10,
         lifetime: float = 24 * 3600.0,
@@ -170,6 +189,9 @@ class FakeExchange:
             start_time_ms=start_time_ms,
             trade_rate=trade_rate,
             depth_step_ms=max(1, round(tick * depth_every * 1000)),
+            book_levels=book_levels,
+            book_activity=book_activity,
+            depth_history=depth_history,
         )
         #: The REST API (its ``requests`` list records every request).
         self.rest = FakeRestApi(self.market, weight_limit=weight_limit, ban_seconds=ban_seconds)
@@ -548,13 +570,66 @@ class FakeExchange:
                 queued += 1
         return queued
 
+    def _known(self, symbol: str) -> None:
+        if symbol not in self.market.symbols:
+            raise ValueError(f"unknown symbol {symbol!r}")
+
     def skip_depth_update(self, symbol: str) -> None:
         """Generate but do not send the next diff of each ``symbol`` depth stream (or of the
         first one to start, if none is live): the client then sees ``pu`` != previous ``u``.
         Skipped payloads are kept in `depth_skipped`."""
-        if symbol not in self.market.symbols:
-            raise ValueError(f"unknown symbol {symbol!r}")
-        self._hub.skip_depth_update(symbol)
+        self._known(symbol)
+        self._hub.depth_fault(symbol, skip=1)
+
+    def duplicate_depth_update(self, symbol: str, n: int = 1) -> None:
+        """Send each of the next ``n`` diffs of each ``symbol`` depth stream (or of the first
+        one to start, if none is live) twice in a row, as identical frames: the copy's ``u``
+        is not above the ``u`` just applied, which a client must ignore rather than apply or
+        treat as a gap. The duplicated payloads are kept in `depth_duplicated`.
+
+        Like every depth fault, it counts the diffs as generated: a diff that nobody
+        receives (a silenced stream) uses it up too, and a skipped diff is only skipped.
+        """
+        self._known(symbol)
+        self._hub.depth_fault(symbol, duplicate=n)
+
+    def distort_depth(self, symbol: str, n: int = 1) -> None:
+        """Send the next ``n`` diffs of each ``symbol`` depth stream (or of the first one to
+        start, if none is live) with a wrong quantity for one of their levels, ids intact:
+        the stream lies while REST snapshots and `FakeMarket.book_at` keep the truth, which
+        is what a client's depth reconciliation is there to catch.
+
+        The level nearest the touch that the diff sets (its highest bid, else its lowest ask)
+        gets twice its quantity plus one lot step; a diff that only removes levels turns its
+        first removal into a phantom level. Each distortion is recorded in
+        `depth_distorted` (a `DepthDistortion`). The client's book stays wrong at that price
+        until a later diff sets the price again.
+        """
+        self._known(symbol)
+        self._hub.depth_fault(symbol, distort=n)
+
+    def reorder_depth_updates(self, symbol: str) -> None:
+        """Send the next two diffs of each ``symbol`` depth stream (or of the first one to
+        start, if none is live) in swapped order: the second (whose ``pu`` is the first's
+        ``u``) arrives, then the first. Each pair is recorded in `depth_reordered`. Calling
+        it again swaps the following pair too.
+
+        The first diff is held until the second is generated (a stream whose book does not
+        change holds it meanwhile); unsubscribing the stream drops it.
+        """
+        self._known(symbol)
+        self._hub.depth_fault(symbol, reorder=1)
+
+    def stale_depth_snapshot(self, symbol: str, updates_behind: int = 50, count: int = 1) -> None:
+        """Answer the next ``count`` successful REST depth snapshots of ``symbol`` with the
+        book as it was ``updates_behind`` book steps ago: an older ``lastUpdateId`` with the
+        levels of that time (at most ``depth_history`` steps back; with a shorter history,
+        the oldest retained book). With the default 50 (5 s of 100 ms steps), a client that
+        subscribed a moment ago gets "a snapshot older than the first buffered event" and
+        must fetch again. Each answer is recorded in `stale_snapshots`. Requests answered
+        otherwise (faults, 429, bad parameters) do not use it up.
+        """
+        self.rest.stale_depth(symbol, updates_behind, count)
 
     def distort_closed_klines(self, symbol: str, interval: str, count: int = 1) -> None:
         """Send the next ``count`` closed klines of ``symbol`` and ``interval`` (plain and
@@ -656,6 +731,41 @@ class FakeExchange:
     def depth_skipped(self) -> list[dict[str, Any]]:
         """Depth diffs generated but not sent because of `skip_depth_update`, in order."""
         return self._hub.depth_skipped
+
+    @property
+    def depth_duplicated(self) -> list[dict[str, Any]]:
+        """Depth diffs sent twice because of `duplicate_depth_update`, in order."""
+        return self._hub.depth_duplicated
+
+    @property
+    def depth_distorted(self) -> list[DepthDistortion]:
+        """The wrong quantities sent because of `distort_depth`, in order."""
+        return self._hub.depth_distorted
+
+    @property
+    def depth_reordered(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Pairs of diffs (first generated, second generated) sent swapped because of
+        `reorder_depth_updates`, in order."""
+        return self._hub.depth_reordered
+
+    @property
+    def stale_snapshots(self) -> list[StaleSnapshot]:
+        """The REST depth snapshots answered from the past (`stale_depth_snapshot`)."""
+        return self.rest.stale_snapshots
+
+    @property
+    def rest_weight_used_max(self) -> int:
+        """The most REST weight granted in any one UTC minute (never above
+        ``weight_limit``: a request that would go over it gets 429 instead)."""
+        return self.rest.max_used_weight
+
+    @property
+    def rest_weight_requested_max(self) -> int:
+        """The most REST weight asked for in any one UTC minute, whatever the answers (429s
+        and 418s included, injected `rest_fault` answers not): a client that kept to the
+        budget has ``rest_weight_requested_max <= weight_limit``. Per minute:
+        ``fake.rest.requested_weight_by_minute`` and ``fake.rest.weight_by_minute``."""
+        return self.rest.max_requested_weight
 
     @property
     def live_connections(self) -> list[ConnectionRecord]:

@@ -17,6 +17,7 @@ step exponent, which is how Binance prints them (tick ``0.10`` gives ``"60000.10
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from array import array
@@ -120,6 +121,7 @@ class _SymbolState:
     closed_open_times: dict[str, list[int]]
     book: BookSim
     next_step_at: int
+    activity: float = 1.0  # chance that a book step changes the book
     best: tuple[int, int, int, int] = (0, 0, 0, 0)
     # Trade history in parallel arrays (about 48 bytes a trade) rather than objects.
     t_time: array[int] = field(factory=lambda: array("q"))
@@ -141,8 +143,16 @@ class FakeMarket:
       depth_step_ms: the book changes every ``depth_step_ms`` of exchange time, on a grid
         aligned to the epoch.
       book_levels: levels kept on each side of the book.
-      depth_history: how many book steps per symbol are kept for `depth_steps` and
-        `depth_diff` (older ones are forgotten so that a 24 h run stays small).
+      depth_history: how many book steps per symbol are kept for `depth_steps`,
+        `depth_diff` and `book_at` (older ones are forgotten so that a 24 h run stays small;
+        a step is a few hundred bytes).
+      book_activity: the chance, for all symbols or per symbol (absent ones: 1.0), that a
+        book step changes the book. Below 1 a symbol's book is quiet: at the other steps it
+        stays as it is, uses no update id and the diff streams have nothing to send, as a
+        Binance diff stream says nothing for 100 ms without changes. Meanwhile the book may
+        lag the last trade price (it is never crossed). Quiet books make runs with hundreds
+        of depth streams cheap (each diff frame costs wall time) with the update-id rules
+        unchanged.
       book_events: also report every book step and best-quote change from `advance_to`.
         By default the book is computed lazily, when something looks at it: a book step costs
         about 10 µs, which adds up (a day of 100 ms steps is about 9 s per symbol), and a run
@@ -162,6 +172,7 @@ class FakeMarket:
         depth_step_ms: int = 100,
         book_levels: int = 200,
         depth_history: int = 10_000,
+        book_activity: float | Mapping[str, float] = 1.0,
         book_events: bool = False,
     ) -> None:
         specs = [s if isinstance(s, SymbolSpec) else SymbolSpec.default(s) for s in symbols]
@@ -179,6 +190,12 @@ class FakeMarket:
         self._now = start_time_ms
         self._trade_rate = trade_rate
         self._depth_history = depth_history
+        self._book_activity = book_activity
+        activities = (
+            book_activity.values() if isinstance(book_activity, Mapping) else [book_activity]
+        )
+        if not all(0.0 <= a <= 1.0 for a in activities):
+            raise ValueError("book_activity must be between 0 and 1")
         self._states: dict[str, _SymbolState] = {}
         self._listed_at: dict[str, int] = {}
         for spec in specs:
@@ -256,6 +273,10 @@ class FakeMarket:
             ),
             next_step_at=(start // self.depth_step_ms + 1) * self.depth_step_ms,
         )
+        if isinstance(self._book_activity, Mapping):
+            state.activity = float(self._book_activity.get(spec.symbol, 1.0))
+        else:
+            state.activity = float(self._book_activity)
         state.best = state.book.best()
         return state
 
@@ -295,31 +316,36 @@ class FakeMarket:
             return events
         states = list(self._states.values())
         eager = self.book_events
-        while True:
-            best: tuple[int, int, int] | None = None
-            for st in states:
-                close_at = st.buckets["1m"].open_time + _MINUTE
-                trade_at = math.floor(st.next_trade_at) if st.next_trade_at != math.inf else _NEVER
-                for candidate in (
-                    (close_at, 0, st.index),
-                    (trade_at, 1, st.index),
-                    (st.next_step_at if eager else _NEVER, 2, st.index),
-                ):
-                    if best is None or candidate < best:
-                        best = candidate
-            assert best is not None
-            time, kind, index = best
-            if time > now_ms:
-                break
+        # A heap of each symbol's next kline close, trade and (eager) book step: the same
+        # (time, kind, symbol index) order as scanning every symbol for the earliest, at
+        # log(n) rather than n per event, which matters with hundreds of symbols. An event
+        # only moves the time of its own kind of its own symbol.
+        heap: list[tuple[int, int, int]] = []
+        for st in states:
+            heap.append((st.buckets["1m"].open_time + _MINUTE, 0, st.index))
+            heap.append((self._trade_key(st), 1, st.index))
+            if eager:
+                heap.append((st.next_step_at, 2, st.index))
+        heapq.heapify(heap)
+        while heap[0][0] <= now_ms:
+            time, kind, index = heap[0]
             st = states[index]
             if kind == 0:
                 self._close_buckets(st, time, events)
+                key = st.buckets["1m"].open_time + _MINUTE
             elif kind == 1:
                 self._trade(st, time, events)
+                key = self._trade_key(st)
             else:
                 self._book_step(st, time, st.price, events)
+                key = st.next_step_at
+            heapq.heapreplace(heap, (key, kind, index))
         self._now = now_ms
         return events
+
+    @staticmethod
+    def _trade_key(st: _SymbolState) -> int:
+        return math.floor(st.next_trade_at) if st.next_trade_at != math.inf else _NEVER
 
     def _sync_book(self, st: _SymbolState) -> None:
         """Catch the book of ``st`` up with `now_ms` (a no-op when book steps are eager).
@@ -438,9 +464,13 @@ class FakeMarket:
     def _book_step(
         self, st: _SymbolState, time: int, price: int, events: list[MarketEvent] | None
     ) -> None:
+        st.next_step_at = time + self.depth_step_ms
+        # A quiet book (book_activity < 1) skips most steps; a busy one draws nothing here,
+        # so its history does not depend on the option.
+        if st.activity < 1.0 and st.rng_book.random() >= st.activity:
+            return
         prev = st.book.last_update_id
         step = st.book.step(time, price, st.rng_book)
-        st.next_step_at = time + self.depth_step_ms
         if events is None:
             return
         events.append(self._step_record(st, step, prev))
@@ -595,6 +625,42 @@ class FakeMarket:
             bids=tuple((Decimal(p) * tick, Decimal(book.bids.qty[p]) * step) for p in bids),
             asks=tuple((Decimal(p) * tick, Decimal(book.asks.qty[p]) * step) for p in asks),
         )
+
+    def book_at(self, symbol: str, update_id: int, limit: int | None = None) -> BookSnapshot:
+        """The order book as it was right after update ``update_id``, ``limit`` levels a side.
+
+        ``update_id`` must be a retained step boundary: the ``u`` of any diff the streams
+        published (or `last_update_id`) within the last ``depth_history`` steps, so that a
+        test can compare each ``book`` event a client emits with the exchange's book at the
+        event's ``last_update_id``. LookupError otherwise. The snapshot's ``time`` is the time
+        of that step. Rebuilt by replaying the retained steps, forward from the previous
+        call's book when the ids asked for go up (cheap when walking a stream's ids).
+        """
+        st = self._states[symbol]
+        self._sync_book(st)
+        if update_id == st.book.last_update_id:
+            return self.book(symbol, limit)
+        try:
+            bids_qty, asks_qty, time = st.book.book_at(update_id)
+        except LookupError as exc:
+            raise LookupError(f"{symbol}: {exc}") from None
+        tick, step = st.spec.tick_size, st.spec.step_size
+        bids = sorted(bids_qty, reverse=True)[:limit]
+        asks = sorted(asks_qty)[:limit]
+        return BookSnapshot(
+            symbol=symbol,
+            last_update_id=update_id,
+            time=time,
+            bids=tuple((Decimal(p) * tick, Decimal(bids_qty[p]) * step) for p in bids),
+            asks=tuple((Decimal(p) * tick, Decimal(asks_qty[p]) * step) for p in asks),
+        )
+
+    def update_id_steps_ago(self, symbol: str, steps: int) -> int:
+        """The last update id of the book ``steps`` book steps ago (0: `last_update_id`; the
+        oldest retained boundary if fewer steps are retained); `book_at` accepts it."""
+        st = self._states[symbol]
+        self._sync_book(st)
+        return st.book.boundary_before(steps)
 
     def last_update_id(self, symbol: str) -> int:
         """The book's last update id (``lastUpdateId`` of a snapshot taken now)."""

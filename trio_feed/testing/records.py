@@ -18,10 +18,12 @@ __all__ = [
     "AggTrade",
     "BestQuote",
     "BookSnapshot",
+    "DepthDistortion",
     "DepthStep",
     "KlineBar",
     "MarkSnapshot",
     "MarketEvent",
+    "StaleSnapshot",
     "SymbolSpec",
     "kline_open_time",
 ]
@@ -156,6 +158,42 @@ class DepthStep:
     time: int
     bids: tuple[tuple[Decimal, Decimal], ...]
     asks: tuple[tuple[Decimal, Decimal], ...]
+
+
+@frozen(slots=True)
+class DepthDistortion:
+    """A diff the fake sent with a wrong quantity (`FakeExchange.distort_depth`).
+
+    The message on ``stream`` with ids ``first_update_id``..``last_update_id`` (``U``..``u``,
+    both right) set the ``side`` (``"bids"`` or ``"asks"``) level at ``price`` to
+    ``sent_qty`` instead of ``true_qty`` (``0``: the truth removed the level). ``time`` is
+    the message's event time ``E``.
+    """
+
+    symbol: str
+    stream: str
+    first_update_id: int
+    last_update_id: int
+    time: int
+    side: str
+    price: Decimal
+    true_qty: Decimal
+    sent_qty: Decimal
+
+
+@frozen(slots=True)
+class StaleSnapshot:
+    """A REST depth snapshot the fake answered from the past (`FakeExchange.stale_depth_snapshot`).
+
+    At exchange time ``time`` the book was at ``true_update_id``; the answer carried the book
+    as of ``last_update_id``, ``steps_behind`` book steps earlier.
+    """
+
+    symbol: str
+    time: int
+    last_update_id: int
+    true_update_id: int
+    steps_behind: int
 
 
 @frozen(slots=True)

@@ -11,7 +11,12 @@ would take the minute over the limit gets ``429`` with ``Retry-After`` (seconds 
 minute), and another request in that same minute gets ``418`` and a ban (two minutes by
 default) during which every request gets ``418`` with the remaining ban in ``Retry-After``.
 Requests rejected with 400 still cost weight, as on Binance; 404, 418, 429 and injected
-faults cost nothing.
+faults cost nothing. Depth weights are Binance's: limit 5 to 50 cost 2, 100 costs 5, 500
+costs 10, 1000 costs 20, and no ``limit`` (500 levels) costs 1, as measured.
+
+For tests of a client's budget, `FakeRestApi.max_used_weight` is the most weight granted in
+any minute and `FakeRestApi.max_requested_weight` the most asked for, 429s and 418s included:
+a client that never went over the limit has ``max_requested_weight <= weight_limit``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import orjson
 from attrs import define, frozen
 
 from .market import FakeMarket
-from .records import KLINE_INTERVALS, KlineBar
+from .records import KLINE_INTERVALS, KlineBar, StaleSnapshot
 
 __all__ = ["FakeRestApi", "RestRequestRecord", "RestResponse"]
 
@@ -156,6 +161,12 @@ class FakeRestApi:
       weight_limit: REQUEST_WEIGHT per minute (2400).
       ban_ms: length of a 418 ban in milliseconds.
       delisted: symbols exchangeInfo reports as ``SETTLING`` (`FakeExchange.delist_symbol`).
+      weight_by_minute: weight granted per UTC minute (keyed by the minute's start, ms).
+      requested_weight_by_minute: weight asked for per UTC minute: what every request to an
+        endpoint would cost, whatever the answer (200, 400, 429 or 418; injected faults
+        aside).
+      weight_limit_hits: requests answered 429 for going over the minute's limit.
+      stale_snapshots: the depth snapshots answered from the past (`stale_depth`), in order.
     """
 
     def __init__(
@@ -167,7 +178,12 @@ class FakeRestApi:
         self.requests: list[RestRequestRecord] = []
         self.calls: Counter[str] = Counter()
         self.delisted: set[str] = set()
+        self.weight_by_minute: dict[int, int] = {}
+        self.requested_weight_by_minute: Counter[int] = Counter()
+        self.weight_limit_hits = 0
+        self.stale_snapshots: list[StaleSnapshot] = []
         self._faults: dict[str, deque[_Fault]] = {}
+        self._stale: dict[str, deque[int]] = {}
         self._minute = -1
         self._used = 0
         self._limited_minute = -1  # the minute in which a 429 was answered
@@ -208,6 +224,27 @@ class FakeRestApi:
         else:
             raw = orjson.dumps(dict(body))
         self._faults.setdefault(path, deque()).append(_Fault(status, retry_after, count, raw))
+
+    def stale_depth(self, symbol: str, steps_behind: int = 50, count: int = 1) -> None:
+        """Answer the next ``count`` successful ``/fapi/v1/depth`` requests for ``symbol``
+        with the book as it was ``steps_behind`` book steps ago (see
+        `FakeExchange.stale_depth_snapshot`); each is recorded in `stale_snapshots`."""
+        if symbol not in self.market.symbols:
+            raise ValueError(f"unknown symbol {symbol!r}")
+        if steps_behind < 1 or count < 1:
+            raise ValueError("steps_behind and count must be at least 1")
+        self._stale.setdefault(symbol, deque()).extend([steps_behind] * count)
+
+    @property
+    def max_used_weight(self) -> int:
+        """The most weight granted in any one minute so far (never above `weight_limit`)."""
+        return max(self.weight_by_minute.values(), default=0)
+
+    @property
+    def max_requested_weight(self) -> int:
+        """The most weight asked for in any one minute so far (see
+        ``requested_weight_by_minute``); above `weight_limit` iff the client broke it."""
+        return max(self.requested_weight_by_minute.values(), default=0)
 
     def used_weight(self, now_ms: int) -> int:
         """The weight used in the UTC minute containing ``now_ms``."""
@@ -250,10 +287,12 @@ class FakeRestApi:
                 headers.append(("Retry-After", _seconds(fault.retry_after * 1000)))
             body = fault.body if fault.body is not None else _error_body(fault.status)
             return fault.status, 0, headers, body
+        route = self._routes.get(path)
+        if route is not None and method == "GET":
+            self.requested_weight_by_minute[now_ms // 60_000 * 60_000] += route[0](params)
         if now_ms < self._banned_until:
             retry = _seconds(self._banned_until - now_ms)
             return 418, 0, [("Retry-After", retry)], _ban_body(self._banned_until)
-        route = self._routes.get(path)
         if route is None:
             return 404, 0, [], b""
         if method != "GET":
@@ -266,6 +305,7 @@ class FakeRestApi:
         weight_of, handler = route
         weight = weight_of(params)
         if self._used + weight > self.weight_limit:
+            self.weight_limit_hits += 1
             self._limited_minute = now_ms // 60_000
             retry = _seconds((now_ms // 60_000 + 1) * 60_000 - now_ms)
             body = _error_json(
@@ -275,6 +315,7 @@ class FakeRestApi:
             )
             return 429, 0, [("Retry-After", retry)], body
         self._used += weight
+        self.weight_by_minute[now_ms // 60_000 * 60_000] = self._used
         try:
             payload = handler(params, now_ms)
         except _BadRequest as exc:
@@ -440,8 +481,11 @@ class FakeRestApi:
         ]
 
     def _depth_weight(self, params: dict[str, str]) -> int:
+        value = params.get("limit")
+        if value is None:
+            return 1  # measured: no limit costs 1 although 500 levels come back
         try:
-            limit = int(params.get("limit", "500"))
+            limit = int(value)
         except ValueError:
             return 2
         return _DEPTH_LIMITS.get(limit, 2)
@@ -453,7 +497,17 @@ class FakeRestApi:
             limit = 500
         if limit not in _DEPTH_LIMITS:
             raise _BadRequest(-4021, f"{limit} is not valid depth limit")
-        book = self.market.book(symbol, limit)
+        stale = self._stale.get(symbol)
+        if stale:
+            # A snapshot from the past: an older lastUpdateId with the levels of that time.
+            behind = stale.popleft()
+            past = self.market.update_id_steps_ago(symbol, behind)
+            book = self.market.book_at(symbol, past, limit)
+            self.stale_snapshots.append(
+                StaleSnapshot(symbol, now_ms, past, self.market.last_update_id(symbol), behind)
+            )
+        else:
+            book = self.market.book(symbol, limit)
         return {
             "lastUpdateId": book.last_update_id,
             "E": now_ms,
