@@ -7,10 +7,11 @@ The venue's diff stream and its REST snapshots are joined as every exchange docu
    (`SyncStep.resync`): fetching only after a diff is in hand makes it likely that the
    snapshot is newer than the first buffered diff, which the join needs.
 2. When the snapshot (update id ``L``) comes, buffered diffs that it already contains are
-   dropped (`SequenceRules.stale`); the first remaining one must *bridge* the snapshot
-   (`SequenceRules.bridges`), and every later one must *follow* its predecessor
-   (`SequenceRules.follows`). A first diff that is neither stale nor bridging is newer than
-   the snapshot: the snapshot is too old, another is asked for and buffering goes on.
+   dropped (`SequenceRules.stale`, wherever they sit in the buffer); the first remaining one
+   must *bridge* the snapshot (`SequenceRules.bridges`), and every later one must *follow*
+   its predecessor (`SequenceRules.follows`). A first diff that is neither stale nor
+   bridging is newer than the snapshot: the snapshot is too old, another is asked for and
+   buffering goes on.
 3. In sync, each live diff must follow the one applied before it. Any break clears the book
    and starts a new buffer with the breaking diff (`SyncStep.resync` starts with ``"gap: "``).
    Right after a snapshot with nothing buffered, the next live diff must be stale (dropped)
@@ -42,10 +43,12 @@ from attrs import frozen
 from ..events import DepthDiff
 from .book import DEFAULT_MAX_LEVELS, OrderBook
 
-__all__ = ["GAP", "BookSync", "SequenceRules", "SyncStep"]
+__all__ = ["GAP", "INITIAL", "BookSync", "SequenceRules", "SyncStep"]
 
 #: Prefix of every `SyncStep.resync` reason that is a break of a book that was in sync.
 GAP = "gap: "
+#: The `SyncStep.resync` reason of a book's first snapshot request.
+INITIAL = "initial sync"
 
 #: Default bound of the diff buffer kept while out of sync (100 s of a 100 ms stream).
 DEFAULT_MAX_BUFFER = 10_000
@@ -152,7 +155,7 @@ class BookSync:
         self._prev: DepthDiff | None = None
         # A snapshot was asked for since the book went out of sync.
         self._requested = False
-        self._why = "initial sync"
+        self._why = INITIAL
 
     def __repr__(self) -> str:
         state = "synced" if self.synced else f"buffering {len(self._buffer)}"
@@ -237,8 +240,10 @@ class BookSync:
                 "dropped from the full buffer"
             )
         buffer = self._buffer
-        while buffer and rules.stale(buffer[0], snapshot_id):
-            buffer.popleft()
+        if any(rules.stale(d, snapshot_id) for d in buffer):
+            # Usually a run at the front; one further back came out of order, and since the
+            # snapshot holds all it says, dropping it is right too (the others still chain).
+            buffer = self._buffer = deque(d for d in buffer if not rules.stale(d, snapshot_id))
         if buffer and not rules.bridges(buffer[0], snapshot_id):
             return self._ask(
                 f"snapshot {snapshot_id} older than the first buffered diff {_ids(buffer[0])}"
@@ -276,13 +281,17 @@ class BookSync:
         """
         if not self.synced:
             raise RuntimeError(f"{self.symbol}: reload needs a book in sync")
-        self._load(snapshot)
         book = self.book
+        time = book.time
+        self._load(snapshot)
         applied = 0
         for diff in replay:
             book.apply(diff.bids, diff.asks, diff.final_update_id, diff.time)
             self._prev = diff
             applied += 1
+        if not applied:
+            # The state is the one the stream reached at that id: keep the stream's time.
+            book.time = time
         return SyncStep(applied)
 
     def reset(self, reason: str) -> SyncStep:
