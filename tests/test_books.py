@@ -388,6 +388,17 @@ def test_check_skipped_without_a_state_at_that_id() -> None:
     assert vb.skipped == 3
 
 
+def test_check_given_up_when_a_stream_snapshot_replaces_the_book() -> None:
+    vb = synced_books()
+    out: list[object] = []
+    vb.begin_check("S")
+    assert vb.check("S", snap(20), gap_resync=100, out=out) == "pending"
+    frame = DepthDiff("x", "S", 1, 20, 0, 500, BIDS, ASKS, snapshot=True)
+    vb.on_diff(frame, out)
+    assert vb.last_check("S") == "skipped"
+    assert [e.last_update_id for e in updates(out)] == [20]
+
+
 def test_check_given_up_when_the_book_breaks() -> None:
     vb = synced_books()
     out: list[object] = []
@@ -521,8 +532,16 @@ def run_stream(
         uid = market.start if j < 0 else data.draw(st.sampled_from(market.msg_ids[j]))
         in_flight.append((step + data.draw(st.integers(0, 3)), uid))
 
+    check: tuple[int, int] | None = None  # a depth check in flight: (due step, snapshot id)
     for step, index in enumerate(order):
         out: list[object] = []
+        if check is None and data.draw(st.integers(0, 9)) == 0:
+            vb.begin_check("S")
+            j = min(max(newest + data.draw(st.integers(-2, 2)), 0), n - 1)
+            check = (
+                step + data.draw(st.integers(0, 3)),
+                data.draw(st.sampled_from(market.msg_ids[j])),
+            )
         if index == RESET:
             vb.reset("S", "reset")
         else:
@@ -533,6 +552,12 @@ def run_stream(
             in_flight.remove((due, uid))
             if vb.on_snapshot(market.snapshot(uid), out) is not None:
                 request(step)
+        if check is not None and check[0] <= step:
+            gap = data.draw(st.integers(0, 20))
+            # A correct snapshot: whatever the outcome, never a mismatch (a Reconcile fails
+            # assert_true_updates), and every update after it still true.
+            vb.check("S", market.snapshot(check[1]), gap_resync=gap, out=out)
+            check = None
         assert_true_updates(market, out)
     # The stream ends: answer what is in flight, then take a snapshot at the end if needed.
     for _, uid in sorted(in_flight):

@@ -262,7 +262,6 @@ class BookSync:
                 reason = rules.follows(prev, diff)
                 if reason is not None:
                     # The rest of the buffer (from this diff on) is the new buffer.
-                    self._prev = prev
                     return self._lose_sync(GAP + reason, applied)
             buffer.popleft()
             book.apply(diff.bids, diff.asks, diff.final_update_id, diff.time)

@@ -184,6 +184,10 @@ class VenueBooks:
         if entry is None:
             return None
         sync = entry.sync
+        if diff.snapshot:
+            # A full picture from the stream replaces the book: remembered states no longer
+            # chain (and a snapshot frame must never be re-applied as if it were a diff).
+            self._end_check(entry)
         step = sync.on_diff(diff)
         if step.applied:
             # Applied by on_diff means in sync now (a break never applies anything).
