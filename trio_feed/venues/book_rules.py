@@ -84,6 +84,5 @@ class ConsecutiveIdRules:
         return f"U {diff.first_update_id} != previous u + 1 ({expected})"
 
 
-def _check_protocol() -> tuple[SequenceRules, ...]:
-    # Typed construction: mypy proves both classes satisfy the protocol.
-    return (PreviousIdRules(), ConsecutiveIdRules())
+#: Both, typed as the protocol: mypy proves that each class satisfies it.
+_ALL: tuple[SequenceRules, ...] = (PreviousIdRules(), ConsecutiveIdRules())
