@@ -29,7 +29,8 @@ from typing import ClassVar
 
 from attrs import frozen
 
-from ..events import Kline, MarketEvent, Trade
+from ..core.book_sync import SequenceRules
+from ..events import DepthDiff, Kline, MarketEvent, Trade
 
 __all__ = [
     "Ack",
@@ -354,3 +355,20 @@ class VenueAdapter(abc.ABC):
         adapter streams), in the venue's order, from an `exchange_info_request` body.
         Raises `MalformedFrame` if the body is not what the venue documents."""
         raise NotImplementedError(f"{self.name}: parse_listed_symbols is not implemented")
+
+    # ---- order books --------------------------------------------------------------------
+    # Not abstract either: a venue without a ``depth`` channel need not implement them.
+
+    def book_rules(self) -> SequenceRules:
+        """The venue's order-book continuity rules (see :mod:`trio_feed.venues.book_rules`)."""
+        raise NotImplementedError(f"{self.name}: book_rules is not implemented")
+
+    def depth_request(self, symbol: str, limit: int = 1000) -> RestRequest:
+        """The request for a REST snapshot of ``symbol``'s book (``limit`` levels a side)."""
+        raise NotImplementedError(f"{self.name}: depth_request is not implemented")
+
+    def parse_depth(self, body: str | bytes, symbol: str) -> DepthDiff:
+        """A `depth_request` body as a `DepthDiff` with ``snapshot=True`` whose first and final
+        update id are the snapshot's last update id (`MalformedFrame` if the body is not what
+        the venue documents)."""
+        raise NotImplementedError(f"{self.name}: parse_depth is not implemented")

@@ -48,6 +48,7 @@ from .base import (
     VenueLimits,
     parse_interval,
 )
+from .book_rules import PreviousIdRules, SequenceRules
 
 __all__ = ["KLINE_INTERVALS", "BinanceUsdmAdapter"]
 
@@ -617,6 +618,10 @@ class BinanceUsdmAdapter(VenueAdapter):
                     raise TypeError(f"expected an aggTrade object: {_short(row)}")
                 out.append(_trade(symbol, row, "rest"))
             return out
+
+    def book_rules(self) -> SequenceRules:
+        """USD-M's ``pu`` chain (`PreviousIdRules`)."""
+        return PreviousIdRules()
 
     def depth_request(self, symbol: str, limit: int = 1000) -> RestRequest:
         """``GET /fapi/v1/depth``; ``limit`` one of 5, 10, 20, 50, 100, 500, 1000."""
