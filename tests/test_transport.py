@@ -271,3 +271,21 @@ async def test_sans_io_close_handshake_completes(autojump_clock: trio.testing.Mo
 
     await run_pair(WebsocketsTransport, script, client)
     assert closed_by_client == [1000]
+
+
+async def test_sending_on_a_closing_socket_is_a_transient_error_not_a_bug() -> None:
+    # A ping or send racing our own close handshake (state CLOSING) must look like a lost
+    # connection to the supervisor; websockets' close_exc asserts CLOSED and would crash it.
+    from trio_feed.runtime.transport import TRANSIENT_ERRORS, _ProtocolSession
+    from websockets.client import ClientProtocol
+    from websockets.protocol import CLOSING
+    from websockets.uri import parse_uri
+
+    client, _server = trio.testing.memory_stream_pair()
+    protocol = ClientProtocol(parse_uri("ws://fake-exchange.test/"))
+    protocol.state = CLOSING
+    session = _ProtocolSession(client, protocol)
+    with pytest.raises(TRANSIENT_ERRORS):
+        await session.ping()
+    with pytest.raises(TRANSIENT_ERRORS):
+        await session.send("{}")

@@ -205,15 +205,23 @@ class _ProtocolSession:
                 if chunk:
                     await self._stream.send_all(chunk)
 
+    def _not_open(self) -> Exception:
+        """What sending on a socket that is no longer OPEN raises: websockets' close error
+        once CLOSED (its ``close_exc`` asserts that), a transient error while CLOSING."""
+        protocol = self._protocol
+        if protocol.state is CLOSED:
+            return protocol.close_exc
+        return trio.BrokenResourceError(f"WebSocket is {protocol.state.name.lower()}")
+
     async def send(self, message: str) -> None:
         if self._protocol.state is not OPEN:
-            raise self._protocol.close_exc
+            raise self._not_open()
         self._protocol.send_text(message.encode())
         await self._flush()
 
     async def ping(self) -> None:
         if self._protocol.state is not OPEN:
-            raise self._protocol.close_exc
+            raise self._not_open()
         self._ping_count += 1
         payload = self._ping_count.to_bytes(4, "big")
         waiter = self._pings[payload] = trio.Event()
