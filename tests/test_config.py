@@ -220,6 +220,7 @@ def test_default_sections_match_the_contract() -> None:
         "aggtrade_max_size": 1000,
         "aggtrade_time_window": 60.0,
         "book_depth": 20,
+        "book_interval": 0.0,
     }
 
 
@@ -1158,3 +1159,16 @@ def test_redact_url() -> None:
     assert redact_url("http://u@h:1") == "http://u@h:1"
     assert redact_url("http://h:1/a@b") == "http://h:1/a@b"
     assert redact_url("wss://x.test") == "wss://x.test"
+
+
+def test_book_interval_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match=r"cache\.book_interval: must be >= 0"):
+        config_from_dict(
+            {
+                "venues": [
+                    {"exchange": "binance-usdm", "symbols": ["BTCUSDT"], "channels": ["depth"]}
+                ],
+                "cache": {"book_interval": -1},
+            },
+            environ={},
+        )

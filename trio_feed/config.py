@@ -417,6 +417,9 @@ class CacheConfig:
     aggtrade_time_window: float = field(default=60.0, validator=_Number(float, gt=0))
     #: Levels per side in emitted book events.
     book_depth: int = field(default=20, validator=_Number(int, ge=1))
+    #: At most one ``book`` event per symbol per this many seconds of exchange time (0: one
+    #: after every applied diff message). The book itself is kept up to date either way.
+    book_interval: float = field(default=0.0, validator=_Number(float, ge=0))
 
 
 @frozen(kw_only=True)

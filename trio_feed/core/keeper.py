@@ -27,14 +27,24 @@ from decimal import Decimal
 from attrs import evolve, field, frozen
 
 from ..events import DepthDiff, Kline, Reconcile, Trade
+from .books import VenueBooks
 from .caches import KlineCache, TradeCache
 from .intervals import next_open
 from .sequence import KlineGap, KlineSequencer, TradeGap, TradeSequencer
 from .trade_klines import TradeKlineBuilder
 
-__all__ = ["DataKeys", "Gap", "ResumePoint", "VenueData", "kline_mismatches"]
+__all__ = ["BookGap", "DataKeys", "Gap", "ResumePoint", "VenueData", "kline_mismatches"]
 
 Gap = KlineGap | TradeGap
+
+
+@frozen(slots=True)
+class BookGap:
+    """A symbol's order book is out of sync (at start, after a sequence break, after its
+    connection was lost): the shell fetches a snapshot for it."""
+
+    symbol: str
+    reason: str
 
 
 # Concrete converters (mypy's attrs plugin types the constructor from them). Each keeps the
@@ -200,8 +210,11 @@ class VenueData:
         # What the sequencers of removed keys had skipped, so the totals never go down.
         self._retired_kline_skips = 0
         self._retired_trade_skips = 0
-        #: Order-book diffs received (not yet kept as books).
+        #: Order-book diffs received.
         self.depth_diffs = 0
+        #: The venue's order books, when it keeps them (`trio_feed.core.books`); the shell
+        #: sets it. Without, depth diffs are counted and dropped.
+        self.books: VenueBooks | None = None
         #: REST reconciliation mismatches found, per symbol.
         self.mismatches: dict[str, int] = {}
 
@@ -313,10 +326,10 @@ class VenueData:
 
     # ---- live data (the per-frame path) ---------------------------------------------------
 
-    def process(self, items: Iterable[object], out: list[object]) -> list[Gap] | None:
+    def process(self, items: Iterable[object], out: list[object]) -> list[Gap | BookGap] | None:
         """Route one parsed batch: klines and trades through their sequencers, everything
         else straight to ``out``. Returns the gaps revealed, if any."""
-        gaps: list[Gap] | None = None
+        gaps: list[Gap | BookGap] | None = None
         kline_seqs = self.kline_seqs
         trade_seqs = self.trade_seqs
         for item in items:
@@ -329,7 +342,7 @@ class VenueData:
                         out.append(item)
                     continue
                 n = len(out)
-                gap: Gap | None = kseq.on_kline(kline, out)  # type: ignore[arg-type]
+                gap: Gap | BookGap | None = kseq.on_kline(kline, out)  # type: ignore[arg-type]
                 if len(out) > n:
                     self._cache_from(out, n)
             elif cls is Trade:
@@ -345,10 +358,15 @@ class VenueData:
                     self._emit_trades(trade.symbol, emitted, out)
                     emitted.clear()
             elif cls is DepthDiff:
-                # Order-book diffs become ``book`` events once books are kept; until then
-                # they are counted, never passed on raw.
+                # Diffs become ``book`` events through the books; never passed on raw.
                 self.depth_diffs += 1
-                continue
+                books = self.books
+                if books is None:
+                    continue
+                reason = books.on_diff(item, out)  # type: ignore[arg-type]
+                if reason is None:
+                    continue
+                gap = BookGap(item.symbol, reason)  # type: ignore[attr-defined]
             else:
                 out.append(item)
                 continue

@@ -45,6 +45,8 @@ import trio
 
 from ..config import FeedConfig
 from ..core.backoff import BackoffPolicy
+from ..core.book import BookView
+from ..core.books import VenueBooks
 from ..core.clock import MarketClock
 from ..core.intervals import bucket_open, interval_ms, is_interval, next_open
 from ..core.keeper import DataKeys, ResumePoint, VenueData
@@ -54,6 +56,7 @@ from ..errors import ConfigError, MalformedFrame, SlowConsumer
 from ..events import Event, Kline, QualityChange, StateChange, Trade
 from ..plan import VenuePlan, data_keys, plan_feed
 from ..venues.base import StreamSpec
+from .book_sync import VenueBookSync
 from .connection import ConnectionSettings, ConnectionSupervisor, SubscriptionRejected
 from .fanout import EventHub, Subscription
 from .integrity import CLOSE_MARGIN_MS, VenueIntegrity
@@ -122,6 +125,8 @@ class _Venue:
         self.changing = trio.Lock()
         self.settings: ConnectionSettings | None = None
         self.make_connection: Callable[[str, str, Sequence[StreamSpec]], ConnectionSupervisor]
+        #: The order books' shell, when the venue keeps books.
+        self.book_sync: VenueBookSync | None = None
 
     def streams(self, subscription: SymbolChannels | None = None) -> list[StreamSpec]:
         """Every wire stream of ``subscription`` (default: the current one), each once."""
@@ -137,6 +142,19 @@ class _Venue:
         return _merge_keys(
             data_keys(self.adapter, [symbol], channels) for symbol, channels in subscription.items()
         )
+
+    def track_books(self) -> None:
+        """Keep a book for exactly the symbols subscribed to ``depth``."""
+        books = self.data.books
+        if books is None:
+            return
+        wanted = [s for s, channels in self.subscription.items() if "depth" in channels]
+        for symbol in books.symbols():
+            if symbol not in wanted:
+                books.untrack(symbol)
+        for symbol in wanted:
+            if symbol not in books.symbols():
+                books.track(symbol)
 
     def track_quality(self, now: float) -> None:
         """Give the quality board the current streams of every symbol."""
@@ -293,6 +311,7 @@ class Feed:
                     trade_ids_skipped=data.trade_ids_skipped,
                     reconcile_checks=fills.reconcile_checks,
                     reconcile_mismatches=dict(data.mismatches),
+                    **_book_status(venue),
                 )
             )
         symbols = [
@@ -303,6 +322,7 @@ class Feed:
                 reason=venue.quality.reason(symbol),
                 missing_streams=venue.quality.missing(symbol),
                 last_close=venue.last_close(symbol),
+                book_synced=_book_synced(venue, symbol),
             )
             for venue in self._venues
             for symbol in venue.quality.symbols()
@@ -314,6 +334,18 @@ class Feed:
             tuple(sink.status() for sink in self._sinks),
             tuple(symbols),
         )
+
+    def book(
+        self, symbol: str, depth: int | None = None, *, exchange: str | None = None
+    ) -> BookView | None:
+        """An immutable view of ``symbol``'s local order book (best bid and ask, spread, mid,
+        ``depth`` levels per side, all when None), or None while the book is not in sync
+        with the exchange (never a book that may be wrong). KeyError if the venue keeps no
+        book of ``symbol`` (not subscribed to ``depth``)."""
+        books = self._venue(exchange).data.books
+        if books is None or symbol not in books.symbols():
+            raise KeyError(f"no order book of {symbol!r}: subscribe it to 'depth'")
+        return books.view(symbol, depth)
 
     def quality(self, symbol: str, *, exchange: str | None = None) -> float:
         """The data-quality score of ``symbol`` in [0, 1] (see :mod:`trio_feed.core.quality`):
@@ -634,6 +666,7 @@ def _build_venue(
         on_mismatch=feed._report_mismatch,
     )
     venue = _Venue(plan, clock, rest, data, integrity)
+    _build_books(venue, hub, seed_text)
     pool = vc.connection_pool
     settings = ConnectionSettings(
         ws_url=vc.ws_url,
@@ -680,7 +713,7 @@ def _build_venue(
         )
         # Publish through the connection so the keeper sees each state change with the
         # streams the connection holds at that moment.
-        conn._publish = _state_publisher(hub, integrity, conn)
+        conn._publish = _state_publisher(hub, venue, conn)
         for spec in streams:
             if spec.channel == "aggTrade":
                 integrity.watch_trade_stream(spec.symbol, _subscribed(conn))
@@ -694,17 +727,77 @@ def _build_venue(
 
 
 def _state_publisher(
-    hub: EventHub, integrity: VenueIntegrity, conn: ConnectionSupervisor
+    hub: EventHub, venue: _Venue, conn: ConnectionSupervisor
 ) -> Callable[[Event], None]:
     """Publish a connection's events, telling the venue's integrity keeper of each state
-    change (a connection SUBSCRIBED again triggers its catch-up fills)."""
+    change (a connection SUBSCRIBED again triggers its catch-up fills) and its books (a
+    connection lost takes its books out of sync)."""
+    integrity = venue.integrity
 
     def publish(event: Event) -> None:
         hub.publish_one(event)
         if isinstance(event, StateChange):
             integrity.connection_state(event, conn.streams)
+            if venue.book_sync is not None:
+                venue.book_sync.connection_state(event, conn.streams)
 
     return publish
+
+
+def _build_books(venue: _Venue, hub: EventHub, seed_text: str) -> None:
+    """Order books for a venue whose adapter has book rules."""
+    try:
+        rules = venue.adapter.book_rules()
+    except NotImplementedError:
+        return
+    cache = venue.plan.config.cache
+
+    def mismatch(symbol: str, what: str) -> None:
+        venue.data.mismatches[symbol] = venue.data.mismatches.get(symbol, 0) + 1
+        log.warning("%s %s: REST depth disagrees with the local book: %s", venue.name, symbol, what)
+        update = venue.quality.mismatch(symbol, f"depth: {what}", trio.current_time())
+        _publish_quality(hub, venue, update)
+
+    books = VenueBooks(
+        venue.name,
+        rules,
+        depth=cache.book_depth,
+        min_interval_ms=round(cache.book_interval * 1000),
+        on_mismatch=mismatch,
+    )
+    venue.data.books = books
+    venue.book_sync = VenueBookSync(
+        adapter=venue.adapter,
+        rest=venue.rest,
+        books=books,
+        publish=hub.publish,
+        reconciliation=venue.plan.config.reconciliation,
+        rng=random.Random(f"{seed_text}/{venue.name}/books"),
+    )
+    venue.integrity.on_book_gap = venue.book_sync.request_snapshot
+    venue.track_books()
+
+
+def _book_synced(venue: _Venue, symbol: str) -> bool | None:
+    books = venue.data.books
+    if books is None or symbol not in books.symbols():
+        return None
+    return books.synced(symbol)
+
+
+def _book_status(venue: _Venue) -> dict[str, Any]:
+    books, sync = venue.data.books, venue.book_sync
+    if books is None or sync is None:
+        return {}
+    symbols = books.symbols()
+    return {
+        "books": len(symbols),
+        "books_synced": sum(books.synced(s) for s in symbols),
+        "book_snapshots": sync.stats.snapshots,
+        "book_resyncs": books.resyncs,
+        "book_checks": sync.stats.checks,
+        "book_mismatches": books.mismatches,
+    }
 
 
 def _publish_quality(hub: EventHub, venue: _Venue, update: QualityUpdate | None) -> None:
@@ -804,6 +897,7 @@ async def _apply_subscription(
         if symbol not in trade_symbols:
             venue.integrity.unwatch_trade_stream(symbol)
     venue.integrity.reconfigure(venue.keys(venue.subscription))
+    venue.track_books()
     venue.track_quality(trio.current_time())
     return rejections
 
@@ -936,6 +1030,8 @@ async def _run_reconciliation(
         for venue in feed._venues:
             nursery.start_soon(_track_server_time, venue, name=f"server time {venue.name}")
             await nursery.start(venue.integrity.run, name=f"integrity {venue.name}")
+            if venue.book_sync is not None:
+                await nursery.start(venue.book_sync.run, name=f"books {venue.name}")
             nursery.start_soon(_recover_quality, feed, venue, name=f"quality {venue.name}")
             if venue.plan.config.new_listings.enabled:
                 nursery.start_soon(_watch_listings, feed, venue, name=f"listings {venue.name}")

@@ -32,7 +32,7 @@ from ..config import ReconciliationConfig
 from ..core.backoff import Backoff, BackoffPolicy
 from ..core.clock import MarketClock
 from ..core.intervals import bucket_open, interval_ms
-from ..core.keeper import DataKeys, Gap, VenueData
+from ..core.keeper import BookGap, DataKeys, Gap, VenueData
 from ..core.sequence import KlineGap, KlineSequencer, TradeGap, TradeSequencer
 from ..errors import MalformedFrame
 from ..events import Event, StateChange
@@ -106,6 +106,8 @@ class VenueIntegrity:
         self._filling: set[tuple[str, str] | str] = set()
         #: Per symbol, the function telling whether its trade stream's connection is up.
         self._trade_stream_up: dict[str, Callable[[], bool]] = {}
+        #: Where order-book gaps go (`~trio_feed.runtime.book_sync.VenueBookSync`).
+        self.on_book_gap: Callable[[BookGap], None] | None = None
         #: Set (and replaced) by every `reconfigure`: wakes the loops idling without keys.
         self._keys_changed = trio.Event()
         self._ticking = False
@@ -172,12 +174,20 @@ class VenueIntegrity:
 
     # ---- fills ----------------------------------------------------------------------------
 
-    def start_fills(self, gaps: Iterable[Gap]) -> None:
-        """Start a fill task for each gap's key that has none running."""
-        if self._nursery is None:
-            self._waiting.extend(gaps)
-            return
+    def start_fills(self, gaps: Iterable[Gap | BookGap]) -> None:
+        """Start a fill task for each gap's key that has none running (order-book gaps go to
+        ``on_book_gap``: the book shell fetches their snapshots)."""
+        kept: list[Gap] = []
         for gap in gaps:
+            if isinstance(gap, BookGap):
+                if self.on_book_gap is not None:
+                    self.on_book_gap(gap)
+            else:
+                kept.append(gap)
+        if self._nursery is None:
+            self._waiting.extend(kept)
+            return
+        for gap in kept:
             key: tuple[str, str] | str
             key = (gap.symbol, gap.interval) if isinstance(gap, KlineGap) else gap.symbol
             if key in self._filling or self.data.gap(key) is None:

@@ -71,8 +71,17 @@ class VenueStatus:
     klines_skipped: int = 0
     trade_ids_skipped: int = 0
     reconcile_checks: int = 0
-    #: Per symbol, klines corrected by REST reconciliation.
+    #: Per symbol, klines and books corrected by REST reconciliation.
     reconcile_mismatches: dict[str, int] | None = None
+    #: Order books kept, and how many are in sync with the exchange now.
+    books: int = 0
+    books_synced: int = 0
+    #: Snapshots fetched to (re-)sync books; sequence breaks and other re-syncs.
+    book_snapshots: int = 0
+    book_resyncs: int = 0
+    #: REST depth checks made, and books found different from the exchange's.
+    book_checks: int = 0
+    book_mismatches: int = 0
 
 
 @frozen(slots=True)
@@ -90,6 +99,8 @@ class SymbolStatus:
     #: The close of the newest kline of its shortest interval (open or closed), else the
     #: price of its newest trade; None before either arrived.
     last_close: Decimal | None = None
+    #: Whether its order book is in sync now (None: no book kept for it).
+    book_synced: bool | None = None
 
 
 @frozen(slots=True)
