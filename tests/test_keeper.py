@@ -428,3 +428,19 @@ def test_kept_keys_never_lose_or_repeat_across_any_reconfigurations(
     for key, run in runs.items():
         if run:
             assert run == list(range(run[0], run[0] + len(run))), key
+
+
+def test_trades_without_consecutive_ids_pass_once_each_without_gap_detection() -> None:
+    # Bybit/OKX-style ids: unique but not consecutive (and not always increasing).
+    d = data(sequence_trades=False, kline_keys=[], built={"BTCUSDT": ["1s"]})
+    out: list[object] = []
+    ids = [907, 12, 907, 5000, 12, 31]
+    gaps = d.process([tr(i, T0 + n * 1000) for n, i in enumerate(ids)], out)
+    assert gaps is None  # nothing to fill: gaps cannot be seen
+    assert [t.id for t in out if isinstance(t, Trade)] == [907, 12, 5000, 31]
+    assert [t.id for t in d.trades.trades("BTCUSDT")] == [907, 12, 5000, 31]
+    # The builder saw each trade once: one per second, the repeats dropped.
+    built = [k for k in out if isinstance(k, Kline)]
+    assert [k.open_time for k in built] == [T0 + n * 1000 for n in range(5)]
+    assert [k.trades for k in built] == [1, 1, 0, 1, 0]
+    assert d.after_reconnect([], ["BTCUSDT"], lambda interval: None) == []

@@ -193,16 +193,17 @@ class TradeCache:
         self._now = -1  # the latest time given to advance()
         self._series: dict[str, _TradeSeries] = {}
 
-    def add(self, trade: Trade) -> bool:
+    def add(self, trade: Trade, *, ordered: bool = True) -> bool:
         """Cache ``trade``; returns False (and ignores it) if its id is not newer than the
         last one cached for its symbol (a duplicate, e.g. a REST backfill overlapping the
-        stream)."""
+        stream). With ``ordered`` false (venues whose ids are not consecutive, already
+        de-duplicated by the keeper) every trade is kept in arrival order."""
         series = self._series.get(trade.symbol)
         if series is None:
             series = self._series[trade.symbol] = _TradeSeries()
-        elif trade.id <= series.last_id:
+        elif ordered and trade.id <= series.last_id:
             return False
-        series.last_id = trade.id
+        series.last_id = max(series.last_id, trade.id) if ordered else trade.id
         if trade.time > series.newest:
             series.newest = trade.time
         trades = series.trades

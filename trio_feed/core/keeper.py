@@ -21,6 +21,7 @@ wire) is dropped, never published unsequenced.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 
@@ -36,6 +37,9 @@ from .trade_klines import TradeKlineBuilder
 __all__ = ["BookGap", "DataKeys", "Gap", "ResumePoint", "VenueData", "kline_mismatches"]
 
 Gap = KlineGap | TradeGap
+
+#: Trade ids remembered per symbol to drop repeats when ids are not consecutive.
+RECENT_TRADE_IDS = 5000
 
 
 @frozen(slots=True)
@@ -154,8 +158,14 @@ class VenueData:
         trade_max_size: int = 1000,
         trade_window_ms: int = 60_000,
         resume: ResumePoint | None = None,
+        sequence_trades: bool = True,
     ) -> None:
         self.exchange = exchange
+        #: Whether trade ids are consecutive, so gaps can be found and filled (Binance's
+        #: aggregated trades). Venues whose ids are not (Bybit's, OKX's) pass trades through
+        #: de-duplicated by id, without gap detection.
+        self.sequence_trades = sequence_trades
+        self._recent_ids: dict[str, tuple[deque[int], set[int]]] = {}
         keys = DataKeys(kline_keys, built, trade_symbols, published_trades)
         self._keys = keys
         self.klines = KlineCache(kline_max_size)
@@ -186,6 +196,8 @@ class VenueData:
                 )
                 self.klines.update(last)
                 build_from[symbol] = min(build_from.get(symbol, start), start)
+            for builder in builders:
+                builder.check_ids = sequence_trades
             self.builders[symbol] = builders
         self.published_trades = keys.published_trades
         #: Per symbol, the first trade id that goes out as an event: a restart that rebuilds
@@ -228,6 +240,7 @@ class VenueData:
         trade_max_size: int = 1000,
         trade_window_ms: int = 60_000,
         resume: ResumePoint | None = None,
+        sequence_trades: bool = True,
     ) -> VenueData:
         """A keeper tracking ``keys`` (see the class for the other arguments)."""
         return cls(
@@ -240,6 +253,7 @@ class VenueData:
             trade_max_size=trade_max_size,
             trade_window_ms=trade_window_ms,
             resume=resume,
+            sequence_trades=sequence_trades,
         )
 
     # ---- what is tracked ------------------------------------------------------------------
@@ -299,6 +313,7 @@ class VenueData:
                 builder = kept.get(interval)
                 if builder is None:
                     builder = TradeKlineBuilder(exchange, symbol, interval)
+                    builder.check_ids = self.sequence_trades
                 new_builders.append(builder)
         for symbol, old_builders in self.builders.items():
             wanted = keys.built.get(symbol, ())
@@ -347,6 +362,9 @@ class VenueData:
                     self._cache_from(out, n)
             elif cls is Trade:
                 trade: Trade = item  # type: ignore[assignment]
+                if not self.sequence_trades:
+                    self._pass_trade(trade, out)
+                    continue
                 tseq = trade_seqs.get(trade.symbol)
                 if tseq is None:
                     if trade.symbol not in self._removed_trades:
@@ -376,8 +394,31 @@ class VenueData:
                 gaps.append(gap)
         return gaps
 
+    def _pass_trade(self, trade: Trade, out: list[object]) -> None:
+        """A trade of a venue without consecutive ids: once per id (the last
+        `RECENT_TRADE_IDS` ids are remembered), no gap detection."""
+        symbol = trade.symbol
+        if symbol not in self.trade_seqs:
+            if symbol not in self._removed_trades:
+                out.append(trade)
+            return
+        recent = self._recent_ids.get(symbol)
+        if recent is None:
+            recent = self._recent_ids[symbol] = (deque(), set())
+        order, seen = recent
+        if trade.id in seen:
+            return
+        seen.add(trade.id)
+        order.append(trade.id)
+        if len(order) > RECENT_TRADE_IDS:
+            seen.discard(order.popleft())
+        self._emit_trades(symbol, [trade], out)
+
+    def _cache_unordered(self, trade: Trade) -> bool:
+        return self.trades.add(trade, ordered=False)
+
     def _emit_trades(self, symbol: str, trades: list[Trade], out: list[object]) -> None:
-        cache_trade = self.trades.add
+        cache_trade = self.trades.add if self.sequence_trades else self._cache_unordered
         builders = self.builders.get(symbol, ())
         publish = symbol in self.published_trades
         publish_from = self._publish_from.get(symbol)
@@ -470,7 +511,7 @@ class VenueData:
                 gap = seq.on_horizon(open_time)
                 if gap is not None:
                     gaps.append(gap)
-        for symbol in trade_symbols:
+        for symbol in trade_symbols if self.sequence_trades else ():
             tseq = self.trade_seqs.get(symbol)
             if tseq is not None:
                 tgap = tseq.catch_up()
@@ -484,7 +525,9 @@ class VenueData:
         built buckets, and expire the trade cache."""
         for symbol, builders in self.builders.items():
             seq = self.trade_seqs.get(symbol)
-            if seq is None or not seq.in_sync or not in_sync(symbol):
+            if seq is None or not in_sync(symbol):
+                continue
+            if self.sequence_trades and not seq.in_sync:
                 continue
             for builder in builders:
                 for k in builder.advance(watermark_ms):

@@ -75,6 +75,7 @@ class TradeKlineBuilder:
         "_taker_volume",
         "_trades",
         "_volume",
+        "check_ids",
         "duplicates",
         "exchange",
         "interval",
@@ -115,6 +116,9 @@ class TradeKlineBuilder:
         self.interval = interval
         #: The id of the last trade taken (None before the first).
         self.last_id: int | None = None
+        #: Whether a trade whose id is not above `last_id` is a repeat to ignore; off for
+        #: venues whose trade ids are not consecutive (the keeper de-duplicates those).
+        self.check_ids = True
         #: Trades ignored because their id was not greater than `last_id`.
         self.duplicates = 0
         #: Trades whose bucket had already been emitted, folded into the bucket being built.
@@ -154,7 +158,7 @@ class TradeKlineBuilder:
         between the two.
         """
         last = self.last_id
-        if last is not None and trade.id <= last:
+        if last is not None and trade.id <= last and self.check_ids:
             self.duplicates += 1
             return []
         self.last_id = trade.id

@@ -219,6 +219,11 @@ class VenueAdapter(abc.ABC):
     rest_weight_header: ClassVar[str | None] = None
     #: The venue's REST weight budget per minute (the shell keeps under it).
     rest_weight_per_minute: ClassVar[int] = 1200
+    #: Whether ``Trade.id`` values are consecutive integers (Binance aggregated trades), so
+    #: the keeper can find gaps and fill them from REST. Venues whose trade ids are not
+    #: (Bybit, OKX, Bitget) set False: their trades pass through once per id, without gap
+    #: detection.
+    trade_ids_consecutive: ClassVar[bool] = True
 
     # ---- streams ------------------------------------------------------------------------
 
