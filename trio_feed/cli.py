@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 import trio
+import trio.testing
 from rich.console import Console
 
 from .config import FeedConfig, config_from_dict, load_config
@@ -23,7 +24,9 @@ from .errors import ConfigError, SlowConsumer
 from .plan import plan_feed
 from .runtime.fanout import Subscription
 from .runtime.feed import Feed, open_feed
-from .runtime.sinks import SINK_MAX_BUFFER, JsonlSink, check_sinks
+from .runtime.recording import Recorder, open_recorder
+from .runtime.replay import Capture, CaptureError, open_replay
+from .runtime.sinks import SINK_MAX_BUFFER, JsonlSink, check_sinks, run_inline
 from .venues import get_adapter, known_venues
 
 __all__ = ["main"]
@@ -59,6 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", metavar="PATH", nargs="?", help="TOML config file")
     check.add_argument(
         "--list-venues", action="store_true", help="list the known venues and their channels"
+    )
+
+    record = sub.add_parser(
+        "record", help="run the feed and write every frame and REST response to a capture"
+    )
+    record.add_argument("--config", required=True, metavar="PATH", help="TOML config file")
+    record.add_argument(
+        "--out", required=True, metavar="FILE", help="capture file (JSON lines; overwritten)"
+    )
+    record.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
+
+    replay = sub.add_parser(
+        "replay", help="feed a capture through the feed offline and emit its events"
+    )
+    replay.add_argument("--config", required=True, metavar="PATH", help="TOML config file")
+    replay.add_argument(
+        "--in", dest="capture", required=True, metavar="FILE", help="capture file to replay"
+    )
+    replay.add_argument(
+        "--jsonl", metavar="PATH", default="-", help="write events as JSON lines ('-' = stdout)"
     )
 
     demo = sub.add_parser("demo", help="run against the built-in exchange simulator (offline)")
@@ -100,10 +123,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan_feed(config)  # fail fast, before any network
             check_sinks(config.sinks)
             return trio.run(_run, config, _default_jsonl(args.jsonl), args.duration)
+        if args.command == "record":
+            config = load_config(args.config)
+            plan_feed(config)
+            check_sinks(config.sinks)
+            try:
+                open(args.out, "wb").close()  # fail fast, before any network
+            except OSError as exc:
+                raise ConfigError(f"--out: cannot write {args.out!r}: {exc.strerror}") from None
+            return trio.run(_record, config, args.out, args.duration)
+        if args.command == "replay":
+            config = load_config(args.config)
+            plan_feed(config)
+            capture = Capture.from_file(args.capture)  # checks every line first
+            return trio.run(
+                _replay,
+                config,
+                capture,
+                args.jsonl,
+                clock=trio.testing.MockClock(autojump_threshold=0),
+            )
         if args.command == "demo":
             return trio.run(_demo, args)
     except ConfigError as exc:
         _print_problems(exc)
+        return EXIT_USAGE
+    except CaptureError as exc:
+        print(f"trio-feed: invalid capture: {exc}", file=sys.stderr)
         return EXIT_USAGE
     raise AssertionError(args.command)  # pragma: no cover - argparse guarantees a command
 
@@ -197,6 +243,7 @@ async def _run(
     config: FeedConfig,
     jsonl: str | None,
     duration: float | None,
+    recorder: Recorder | None = None,
 ) -> int:
     """Run the feed until a signal, ``duration``, or the output closing; flush output;
     return the exit code."""
@@ -207,7 +254,7 @@ async def _run(
     if duration is not None:
         stopper.deadline = trio.current_time() + duration
     outcome = _RunOutcome(stopper)
-    async with trio.open_nursery() as outer, open_feed(config) as feed:
+    async with trio.open_nursery() as outer, open_feed(config, recorder=recorder) as feed:
         if jsonl is not None:
             sub = feed.events(max_buffer=SINK_MAX_BUFFER)
             outer.start_soon(_write_jsonl_task, sub, jsonl, outcome, name="jsonl writer")
@@ -249,6 +296,44 @@ async def _write_jsonl_task(sub: Subscription, path: str, outcome: _RunOutcome) 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         outcome.stopper.cancel()
+
+
+# ---- record and replay --------------------------------------------------------------------
+
+
+async def _record(config: FeedConfig, out: str, duration: float | None) -> int:
+    """`_run` with a recorder: events go to the config's sinks (and the live view), every
+    frame and REST response to ``out``."""
+    async with open_recorder(out) as recorder:
+        code = await _run(config, None, duration, recorder)
+    log.info("capture %s: %d records", out, recorder.written)
+    if recorder.overflowed:
+        log.error("capture %s is incomplete: %d items were not recorded", out, recorder.dropped)
+        return EXIT_FAILURE
+    return code
+
+
+class _InlineJsonlSink(JsonlSink):
+    # Replay runs in virtual time: writing on the event loop keeps the writer in step with
+    # the replay (a worker thread would let events pile up while virtual time races on).
+    run_sync = staticmethod(run_inline)
+
+
+async def _replay(config: FeedConfig, capture: Capture, jsonl: str) -> int:
+    async with open_replay(config, capture) as replay:
+        sub = replay.feed.events(max_buffer=SINK_MAX_BUFFER)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_InlineJsonlSink(jsonl).run, sub, name="jsonl writer")
+            stats = await replay.run()
+            sub.close()  # the writer drains what is buffered and returns
+    log.info(
+        "replayed %d frames, %d REST responses and %d state changes from %s",
+        stats.frames,
+        stats.responses,
+        stats.states,
+        capture.source,
+    )
+    return EXIT_OK
 
 
 # ---- demo ---------------------------------------------------------------------------------

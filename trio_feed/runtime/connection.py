@@ -100,6 +100,9 @@ class ConnectionSupervisor:
     """Owns one planned connection for the life of the feed (or until its streams are all
     unsubscribed)."""
 
+    #: Given every batch of raw frames as received, when set (a capture's recorder).
+    on_frames: Callable[[list[str | bytes]], None] | None = None
+
     def __init__(
         self,
         *,
@@ -402,8 +405,11 @@ class ConnectionSupervisor:
         current_time = trio.current_time
         activity = link.activity
         kline_cls = Kline
+        tap = self.on_frames
         while True:
             frames = await receive_batch()
+            if tap is not None:  # one test per batch: free when not recording
+                tap(frames)
             now = current_time()
             stats.messages += len(frames)
             stats.last_message_at = now

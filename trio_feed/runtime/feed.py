@@ -61,7 +61,8 @@ from .connection import ConnectionSettings, ConnectionSupervisor, SubscriptionRe
 from .fanout import EventHub, Subscription
 from .integrity import CLOSE_MARGIN_MS, VenueIntegrity
 from .limits import AttemptLimits
-from .rest import RestClient, RestError
+from .recording import Recorder
+from .rest import ResponseHook, RestClient, RestError
 from .sinks import SINK_MAX_BUFFER, Sink, check_sinks, make_sink
 from .sqlite_store import read_resume_points
 from .status import ConnectionStatus, FeedStatus, SymbolStatus, VenueStatus
@@ -527,6 +528,7 @@ async def open_feed(
     rest_transport: httpx.AsyncBaseTransport | Mapping[str, httpx.AsyncBaseTransport] | None = None,
     wall_clock: Callable[[], int] | None = None,
     seed: int | str | None = None,
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Feed]:
     """Run a feed for ``config`` inside ``async with``; leaving the block stops it.
 
@@ -535,11 +537,14 @@ async def open_feed(
     mapping gives one per venue name), ``transport`` speaks WebSocket over them
     (default `WebsocketsTransport`; `TrioWebsocketTransport` is the other),
     ``rest_transport`` is an httpx transport (or one per venue), ``wall_clock`` the
-    local clock in epoch ms, ``seed`` seeds the backoff jitter.
+    local clock in epoch ms, ``seed`` seeds the backoff jitter, ``recorder`` (a
+    `~trio_feed.runtime.recording.Recorder`) is handed every raw frame, REST response and
+    connection state change, stamped with the local clock (``trio-feed record``).
 
     With a SQLite sink, the feed first reads where the store's last run stopped (the last
     closed kline per key, the last trade id per symbol) and fills from there, so a restart
-    loses nothing either.
+    loses nothing either. A recorded feed does not: it starts from the live streams, so that
+    the capture alone says everything its replay needs.
 
     Raises `~trio_feed.errors.ConfigError` before starting anything if the streams do not
     fit the connection pool.
@@ -551,7 +556,7 @@ async def open_feed(
     transport = transport or WebsocketsTransport()
     wall = wall_clock or _wall_ms
     seed_text = str(seed) if seed is not None else os.urandom(16).hex()
-    resume = await _read_resume_points(config, plans)
+    resume = await _read_resume_points(config, plans) if recorder is None else {}
     # Connection attempts are limited per host across the whole feed.
     attempts = AttemptLimits()
     # Subscribe sinks before anything runs, so they see every event from the first one.
@@ -578,6 +583,7 @@ async def open_feed(
                                 seed_text=seed_text,
                                 resume=resume.get(plan.config.exchange),
                                 attempts=attempts,
+                                recorder=recorder,
                             )
                         )
                     await root.start(_run_reconciliation, feed, name="reconciliation")
@@ -641,10 +647,19 @@ def _build_venue(
     seed_text: str,
     resume: ResumePoint | None,
     attempts: AttemptLimits,
+    recorder: Recorder | None = None,
 ) -> _Venue:
     vc = plan.config
     clock = MarketClock(wall)
     name = plan.adapter.name
+    on_response: ResponseHook | None = None
+    if recorder is not None:
+        record_response = recorder.response
+
+        def record(target: str, status: int, text: str) -> None:
+            record_response(wall(), name, target, status, text)
+
+        on_response = record
     rest = RestClient(
         plan.adapter,
         vc.rest_url,
@@ -653,6 +668,7 @@ def _build_venue(
         timeout=vc.reconnect.connect_timeout,
         clock=clock,
         rng=random.Random(f"{seed_text}/{name}/rest"),
+        on_response=on_response,
     )
     stack.push_async_callback(rest.aclose)
     data = venue_data(plan, resume)
@@ -714,7 +730,9 @@ def _build_venue(
         )
         # Publish through the connection so the keeper sees each state change with the
         # streams the connection holds at that moment.
-        conn._publish = _state_publisher(hub, venue, conn)
+        conn._publish = _state_publisher(hub, venue, conn, recorder, wall)
+        if recorder is not None:
+            conn.on_frames = _frame_tap(recorder, wall, name, connection_id)
         for spec in streams:
             if spec.channel == "aggTrade":
                 integrity.watch_trade_stream(spec.symbol, _subscribed(conn))
@@ -727,17 +745,30 @@ def _build_venue(
     return venue
 
 
+def _frame_tap(
+    recorder: Recorder, wall: Callable[[], int], venue: str, connection_id: str
+) -> Callable[[list[str | bytes]], None]:
+    record = recorder.frames
+    return lambda frames: record(wall(), venue, connection_id, frames)
+
+
 def _state_publisher(
-    hub: EventHub, venue: _Venue, conn: ConnectionSupervisor
+    hub: EventHub,
+    venue: _Venue,
+    conn: ConnectionSupervisor,
+    recorder: Recorder | None = None,
+    wall: Callable[[], int] | None = None,
 ) -> Callable[[Event], None]:
     """Publish a connection's events, telling the venue's integrity keeper of each state
     change (a connection SUBSCRIBED again triggers its catch-up fills) and its books (a
-    connection lost takes its books out of sync)."""
+    connection lost takes its books out of sync), and the recorder, if any."""
     integrity = venue.integrity
 
     def publish(event: Event) -> None:
         hub.publish_one(event)
         if isinstance(event, StateChange):
+            if recorder is not None and wall is not None:
+                recorder.state(wall(), venue.name, event)
             integrity.connection_state(event, conn.streams)
             if venue.book_sync is not None:
                 venue.book_sync.connection_state(event, conn.streams)
