@@ -894,7 +894,8 @@ def _venue(
 def _gateway(raw: object, adapter: Any, where: _Where, report: _Report) -> GatewayConfig | None:
     """A venue's ``[venues.gateway]`` section, if it has a valid one. Its keys are checked
     whatever the exchange; whether the venue takes one at all only when its adapter loaded."""
-    wanted = adapter is not None and adapter.uses_gateway_config
+    # getattr: an adapter need not subclass VenueAdapter to be registered.
+    wanted = adapter is not None and getattr(adapter, "uses_gateway_config", False)
     if raw is None:
         if wanted:
             report.add(
