@@ -7,7 +7,9 @@ into the embedded default, one SQLite sink at `DEFAULT_SQLITE_PATH`; ``sinks = [
 nothing. A venue table may repeat any of those sections
 (``[venues.reconnect]``): its keys override the global section's keys for that venue only,
 so each `VenueConfig` carries the *effective* sections for its venue. ``[monitoring]`` and
-``[shutdown]`` concern the whole process and are allowed at the top level only.
+``[shutdown]`` concern the whole process and are allowed at the top level only; ``[venues.gateway]``
+(`GatewayConfig`, for the ``json-gateway`` adapter) belongs to one venue and is allowed inside
+a venue table only.
 
 Loading never stops at the first mistake: it collects one line per problem, each naming the
 key path (``venues[0].reconnect.base_delay: must be > 0 (got -1.0)``) or the environment
@@ -24,6 +26,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
@@ -38,6 +41,7 @@ from .errors import ConfigError
 __all__ = [
     "CacheConfig",
     "FeedConfig",
+    "GatewayConfig",
     "HeartbeatConfig",
     "MonitoringConfig",
     "NewListingsConfig",
@@ -172,6 +176,35 @@ class _Host(_Setting):
             return [(None, f"{value!r} must not contain whitespace")]
         if "/" in value:
             return [(None, f"{value!r} must be a host name or IP address, not a URL")]
+        return []
+
+
+#: What a POSIX shell accepts as an environment variable name.
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@frozen
+class _Text(_Setting):
+    """A non-empty string without whitespace; with ``env_name``, an environment variable's
+    name."""
+
+    env_name: bool = False
+
+    def problems(self, value: object) -> list[tuple[int | None, str]]:
+        if not isinstance(value, str):
+            return [(None, f"expected a string, got {_show(value)}")]
+        if not value:
+            return [(None, "must not be empty")]
+        if any(c.isspace() for c in value):
+            return [(None, f"{value!r} must not contain whitespace")]
+        if self.env_name and not _ENV_NAME_RE.match(value):
+            return [
+                (
+                    None,
+                    f"{value!r} is not an environment variable name (letters, digits and _; "
+                    "the file names the variable, never the token itself)",
+                )
+            ]
         return []
 
 
@@ -470,6 +503,21 @@ class SinkConfig:
 
 
 @frozen(kw_only=True)
+class GatewayConfig:
+    """The ``[venues.gateway]`` section of a ``json-gateway`` venue (see
+    :mod:`trio_feed.venues.gateway`). Both keys are required.
+
+    The token is never in the file: ``token_env`` names the environment variable that holds
+    it, read when the feed starts (a variable that is not set is a `ConfigError` naming it).
+    """
+
+    #: Name of the environment variable holding the gateway's token.
+    token_env: str = field(validator=_Text(env_name=True))
+    #: The market type sent in the CONNECT frame (``"spot"``, ``"perp"``...).
+    market: str = field(validator=_Text())
+
+
+@frozen(kw_only=True)
 class VenueConfig:
     """One exchange market to feed from, with the sections in effect for it: the global
     ones with this venue's overrides applied key by key."""
@@ -493,6 +541,8 @@ class VenueConfig:
     reconciliation: ReconciliationConfig = ReconciliationConfig()
     cache: CacheConfig = CacheConfig()
     new_listings: NewListingsConfig = NewListingsConfig()
+    #: The gateway handshake's settings, for venues whose adapter takes them.
+    gateway: GatewayConfig | None = None
 
 
 def _check_venues(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -540,7 +590,16 @@ _TOP_SECTIONS: Mapping[str, type[Any]] = {
     "shutdown": ShutdownConfig,
 }
 _TOP_KEYS = ("venues", *_SECTIONS, *_TOP_SECTIONS, "sinks")
-_VENUE_KEYS = ("exchange", "ws_url", "rest_url", "symbols", "channels", "proxy", *_SECTIONS)
+_VENUE_KEYS = (
+    "exchange",
+    "ws_url",
+    "rest_url",
+    "symbols",
+    "channels",
+    "proxy",
+    *_SECTIONS,
+    "gateway",
+)
 _SINK_KEYS = ("kind", "path")
 
 #: Environment variable -> the first venue's key it overrides.
@@ -826,7 +885,35 @@ def _venue(
                 report,
             )
         kwargs[name] = effective
+    gateway = _gateway(table.get("gateway"), adapter, where.key("gateway"), report)
+    if gateway is not None:
+        kwargs["gateway"] = gateway
     return kwargs
+
+
+def _gateway(raw: object, adapter: Any, where: _Where, report: _Report) -> GatewayConfig | None:
+    """A venue's ``[venues.gateway]`` section, if it has a valid one. Its keys are checked
+    whatever the exchange; whether the venue takes one at all only when its adapter loaded."""
+    # getattr: an adapter need not subclass VenueAdapter to be registered.
+    wanted = adapter is not None and getattr(adapter, "uses_gateway_config", False)
+    if raw is None:
+        if wanted:
+            report.add(
+                where, f"missing ({adapter.name} needs [venues.gateway] with token_env and market)"
+            )
+        return None
+    if adapter is not None and not wanted:
+        report.add(where, f"{adapter.name} takes no gateway section (it is for json-gateway)")
+    table = _table(raw, where, report)
+    if table is None:
+        return None
+    values, bad = _section_values(GatewayConfig, table, where, report)
+    missing = [n for n in attrs.fields_dict(GatewayConfig) if n not in table]
+    for name in missing:
+        report.add(where.key(name), "missing")
+    if bad or missing or not wanted:
+        return None
+    return GatewayConfig(**values)
 
 
 def _sink(raw: object, where: _Where, report: _Report) -> dict[str, Any]:
@@ -864,7 +951,9 @@ def config_from_dict(
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a table at the top level, got {_show(data)}")
     root = data
-    report.unknown_keys(root, _TOP_KEYS, _Where(""))
+    if "gateway" in root:
+        report.add(_Where("gateway"), "allowed inside a venue only ([venues.gateway])")
+    report.unknown_keys({k: v for k, v in root.items() if k != "gateway"}, _TOP_KEYS, _Where(""))
 
     sections: dict[str, tuple[dict[str, Any], set[str]]] = {}
     for name, cls in _SECTIONS.items():

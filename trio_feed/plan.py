@@ -76,12 +76,20 @@ def data_keys(adapter: VenueAdapter, symbols: Sequence[str], channels: Sequence[
 
 
 def plan_feed(config: FeedConfig) -> list[VenuePlan]:
-    """Plan every venue's connections. Raises `ConfigError` (naming the venue) if the
-    streams do not fit the connection pool."""
+    """Configure every venue's adapter (`~VenueAdapter.configure`) and plan its connections.
+    Raises `ConfigError` (naming the venue) if an adapter refuses its config (a gateway token
+    variable that is not set) or the streams do not fit the connection pool."""
     plans: list[VenuePlan] = []
     problems: list[str] = []
     for index, venue in enumerate(config.venues):
         adapter = get_adapter(venue.exchange)
+        try:
+            # Here rather than in get_adapter: adapters stay constructible without a config
+            # (the loader and check-config list them), and every run path plans first.
+            adapter.configure(venue)
+        except ConfigError as exc:
+            problems.extend(f"venues[{index}].{p}" for p in exc.problems)
+            continue
         pool = venue.connection_pool
         planner = PoolPlanner(
             venue.exchange,

@@ -15,6 +15,12 @@ during a make-before-break rotation there are two for a moment.
         ├── rotator                     lifetime / serverShutdown: make-before-break
         └── (a second link task while rotating)
 
+A venue with a handshake (`~trio_feed.venues.base.VenueAdapter.handshake_messages`: an
+in-house gateway's CONNECT frame) gets it first on every socket, before the OPENED
+transition: CONNECTED means the gateway accepted us. A permanent refusal (a wrong token)
+ends the connection in FAILED at once, with the gateway's reason as its last error; a
+transient one (busy) is retried with the normal backoff.
+
 When the current link fails and no replacement is ready, the attempt ends as a unit, the
 state machine goes LOST, and the loop waits out the backoff before trying again with exactly
 the streams this connection owns now (subscription changes update that list). Errors that
@@ -30,6 +36,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TypeVar
 
 import trio
 
@@ -43,6 +50,8 @@ from ..events import Event, Kline, StateChange
 from ..venues.base import (
     Ack,
     Control,
+    HandshakeAccepted,
+    HandshakeRejected,
     Notice,
     OutgoingMessage,
     ParsedItem,
@@ -73,6 +82,7 @@ __all__ = [
     "ConnectionSettings",
     "ConnectionStats",
     "ConnectionSupervisor",
+    "HandshakeFailed",
     "SubscriptionRejected",
     "activity_key",
 ]
@@ -94,6 +104,25 @@ OVERLAP_TTL = 60.0
 #: A venue's kline evidence of trading must be this much newer than a quiet trade stream's last
 #: message (on top of one heartbeat period, the granularity of the evidence).
 ACTIVITY_GRACE = 5.0
+
+
+class HandshakeFailed(Exception):
+    """The venue refused the handshake of a new socket (``reason`` is the venue's own)."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(f"handshake rejected by the venue: {reason}")
+        self.reason = reason
+        self.permanent = permanent
+
+
+class _Handshake:
+    """A socket's handshake in progress: set once the venue answered."""
+
+    __slots__ = ("done", "rejection")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.rejection: HandshakeRejected | None = None
 
 
 class ConnectionSupervisor:
@@ -158,6 +187,8 @@ class ConnectionSupervisor:
         self._rotate_reason: str | None = None
         self._control_lock = trio.Lock()
         self._rejections: list[SubscriptionRejected] = []
+        #: Handshakes waiting for the venue's answer, by link number.
+        self._handshakes: dict[int, _Handshake] = {}
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -202,15 +233,19 @@ class ConnectionSupervisor:
         try:
             while True:
                 self._transition(ConnectionInput.CONNECT)
-                immediate = False
+                immediate = permanent = False
                 # Several parts may fail together (a refusal, then the close it causes):
                 # the first cause named wins.
                 reason: str | None = None
                 try:
                     await self._attempt()
+                except* HandshakeFailed as group:
+                    refusal = _first(group, HandshakeFailed)
+                    reason, permanent = str(refusal), refusal.permanent
                 except* LinkLost as group:
-                    lost = _first(group, LinkLost)
-                    reason, immediate = str(lost), lost.immediate
+                    if reason is None:
+                        lost = _first(group, LinkLost)
+                        reason, immediate = str(lost), lost.immediate
                 except* SubscribeRejected as group:
                     reason = reason or describe_error(group)
                 except* TRANSIENT_ERRORS as group:
@@ -221,16 +256,21 @@ class ConnectionSupervisor:
                 now = trio.current_time()
                 self._transition(ConnectionInput.LOST, reason)
                 self._notify(self.streams, True, f"connection lost: {self.id}")
-                if immediate:
+                if permanent:
+                    # Retrying cannot help (a wrong token): no retry storm against the gateway.
+                    delay: float | None = None
+                elif immediate:
                     # Not a failure of ours: reconnect now, without spending the budget.
                     self.backoff.reset_if_stable(now)
-                    delay: float | None = 0.0
+                    delay = 0.0
                 else:
                     delay = self.backoff.next_delay(now)
                 if delay is None:
                     self._transition(
                         ConnectionInput.GIVE_UP,
-                        f"gave up after {self.settings.backoff.max_retries} retries",
+                        "the venue's refusal is permanent"
+                        if permanent
+                        else f"gave up after {self.settings.backoff.max_retries} retries",
                     )
                     # Stay FAILED (visible in status() and to health checks) until the feed
                     # closes; returning would run the CLOSE transition below at once.
@@ -318,10 +358,13 @@ class ConnectionSupervisor:
                     link.session = session
                     link.opened_at = trio.current_time()
                     try:
+                        # The reader runs from the start: it hands the venue's answer to
+                        # the handshake to `_on_control`, as it does acknowledgements.
+                        nursery.start_soon(self._read, link)
+                        await self._handshake(link)
                         if link is self._link:
                             self._transition(ConnectionInput.OPENED)
-                            self.stats.connected_at = link.opened_at
-                        nursery.start_soon(self._read, link)
+                            self.stats.connected_at = trio.current_time()
                         await self._subscribe_on_open(link)
                         link.subscribed_at = trio.current_time()
                         started = True
@@ -361,6 +404,27 @@ class ConnectionSupervisor:
         # A socket the venue announced it would close (or closed while a rotation was under
         # way) is not our failure: reconnect at once, without spending the retry budget.
         self._fail(reason, immediate=link.announced or candidate is not None)
+
+    async def _handshake(self, link: Link) -> None:
+        """Send the venue's handshake messages on a new socket and wait for its answer;
+        `HandshakeFailed` if it refuses, `trio.TooSlowError` if it is silent for longer than
+        the connect timeout. Nothing to do (no checkpoint) for venues without a handshake."""
+        messages = self.adapter.handshake_messages()
+        if not messages:
+            return
+        pending = self._handshakes[link.number] = _Handshake()
+        try:
+            with trio.fail_after(self.settings.connect_timeout):
+                for message in messages:
+                    # Through the socket's throttle like every other message. The text may
+                    # carry a secret (a token): it is never logged.
+                    await self._send(link, message.text)
+                await pending.done.wait()
+        finally:
+            del self._handshakes[link.number]
+        if pending.rejection is not None:
+            raise HandshakeFailed(pending.rejection.reason, permanent=pending.rejection.permanent)
+        log.info("%s: handshake accepted (socket %d)", self.id, link.number)
 
     async def _subscribe_on_open(self, link: Link) -> None:
         messages = self.adapter.open_messages(list(link.held.values()), self._next_request_id)
@@ -472,6 +536,14 @@ class ConnectionSupervisor:
                 self.request_rotation("venue announced shutdown")
         elif isinstance(item, Notice):
             log.info("%s: venue notice: %s", self.id, item.message)
+        elif isinstance(item, HandshakeAccepted | HandshakeRejected):
+            pending = self._handshakes.get(link.number)
+            if pending is None or pending.done.is_set():
+                log.warning("%s: unexpected handshake answer from the venue: %s", self.id, item)
+            else:
+                if isinstance(item, HandshakeRejected):
+                    pending.rejection = item
+                pending.done.set()
 
     async def _ping(self, link: Link) -> None:
         assert link.session is not None
@@ -645,7 +717,8 @@ class ConnectionSupervisor:
         try:
             await nursery.start(self._run_link, new)
             await self._sync(new)
-        except* (SubscribeRejected, *TRANSIENT_ERRORS) as group:  # type: ignore[misc]
+        # A replacement the venue refuses is a failed rotation: the old socket serves on.
+        except* (SubscribeRejected, HandshakeFailed, *TRANSIENT_ERRORS) as group:  # type: ignore[misc]
             failure = describe_error(group)
         if failure is not None or self._candidate is not new:
             if self._candidate is new:
@@ -802,7 +875,10 @@ class ConnectionSupervisor:
         return tuple(sorted(self.missing))
 
 
-def _first(group: BaseExceptionGroup[BaseException], cls: type[LinkLost]) -> LinkLost:
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _first(group: BaseExceptionGroup[BaseException], cls: type[_E]) -> _E:
     for exc in group.exceptions:
         if isinstance(exc, cls):
             return exc

@@ -18,6 +18,7 @@ _BUILTIN: dict[str, str] = {
     "binance-usdm": "trio_feed.venues.binance_usdm:BinanceUsdmAdapter",
     "bybit-linear": "trio_feed.venues.bybit:BybitLinearAdapter",
     "bybit-spot": "trio_feed.venues.bybit:BybitSpotAdapter",
+    "json-gateway": "trio_feed.venues.gateway:JsonGatewayAdapter",
 }
 
 

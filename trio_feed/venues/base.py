@@ -11,8 +11,12 @@ An adapter turns the feed's venue-neutral requests into the exchange's wire form
 * subscribe / unsubscribe requests with correlation ids, and their acknowledgements;
 * liveness: WebSocket protocol pings (Binance) or application pings (OKX and Bitget text
   ``"ping"``, Bybit ``{"op":"ping"}``), recognised on the way back as `Pong`;
+* an optional handshake: messages sent right after the socket opens and before anything
+  else (an in-house gateway's CONNECT frame carrying a token), answered by
+  `HandshakeAccepted` or `HandshakeRejected`; the connection is CONNECTED only after it;
 * parsing a frame into events and control items (`Ack`, `RequestError`, `Pong`,
-  `ServerShutdown`, `Notice`), raising `MalformedFrame` when it cannot;
+  `ServerShutdown`, `Notice`, `HandshakeAccepted`, `HandshakeRejected`), raising
+  `MalformedFrame` when it cannot;
 * REST requests (`RestRequest`) and the parsing of their bodies.
 
 Adapters never read a clock, never sleep and import neither trio nor httpx. The shell
@@ -25,17 +29,22 @@ import abc
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from attrs import frozen
 
 from ..core.book_sync import SequenceRules
 from ..events import DepthDiff, Kline, MarketEvent, Trade
 
+if TYPE_CHECKING:  # config imports the venue registry: only the type is needed here
+    from ..config import VenueConfig
+
 __all__ = [
     "Ack",
     "ChannelInfo",
     "Control",
+    "HandshakeAccepted",
+    "HandshakeRejected",
     "Notice",
     "OutgoingMessage",
     "ParsedItem",
@@ -173,6 +182,24 @@ class Notice(Control):
     message: str
 
 
+@frozen(slots=True)
+class HandshakeAccepted(Control):
+    """The venue accepted the handshake (`VenueAdapter.handshake_messages`): subscribe now."""
+
+
+@frozen(slots=True)
+class HandshakeRejected(Control):
+    """The venue refused the handshake, saying ``reason``.
+
+    ``permanent`` refusals (a wrong token, an unknown market) will not change by retrying:
+    the connection goes straight to FAILED. Others (the gateway is busy) are retried with
+    the normal backoff.
+    """
+
+    reason: str
+    permanent: bool = True
+
+
 #: What `VenueAdapter.parse` yields.
 ParsedItem = MarketEvent | Control
 
@@ -224,6 +251,18 @@ class VenueAdapter(abc.ABC):
     #: (Bybit, OKX, Bitget) set False: their trades pass through once per id, without gap
     #: detection.
     trade_ids_consecutive: ClassVar[bool] = True
+
+    #: Whether the venue needs a ``[venues.gateway]`` section (see
+    #: `trio_feed.config.GatewayConfig`); the loader rejects one for a venue without this.
+    uses_gateway_config: ClassVar[bool] = False
+
+    def configure(self, venue: VenueConfig) -> None:
+        """Take what the adapter needs from its venue's effective config, before any
+        connection opens. Called once per feed by `trio_feed.plan.plan_feed`; the default
+        needs nothing. Raise `~trio_feed.errors.ConfigError` (problems naming the key
+        without the ``venues[i].`` prefix, which the caller adds) for what the loader could
+        not check, such as an environment variable that is not set."""
+        return None  # a hook with a default, not an abstract method
 
     # ---- streams ------------------------------------------------------------------------
 
@@ -281,6 +320,13 @@ class VenueAdapter(abc.ABC):
         self, streams: Sequence[StreamSpec], first_request_id: int
     ) -> list[OutgoingMessage]:
         """Messages that remove ``streams`` from a live connection."""
+
+    def handshake_messages(self) -> list[OutgoingMessage]:
+        """Messages to send first on every new socket, before any subscription. When there
+        are any, the shell waits (within the connect timeout) for a frame that parses into
+        `HandshakeAccepted` or `HandshakeRejected`, and only then reports CONNECTED. The
+        default: no handshake."""
+        return []
 
     def app_ping(self) -> str | None:
         """The application ping to send, for `PingStyle.APPLICATION` venues."""
