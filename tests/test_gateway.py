@@ -267,11 +267,6 @@ async def test_the_token_never_appears_in_logs_status_or_events(
     assert "handshake accepted" in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="websockets logs every frame at DEBUG on 'websockets.client', the CONNECT frame "
-    "too: the transport should give ClientProtocol a logger of its own that is not at DEBUG",
-)
 async def test_the_token_stays_out_of_websockets_debug_logs(
     autojump_clock: trio.abc.Clock, token_env: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,6 +16,7 @@ hands messages over a channel; we drain that channel in batches.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,6 +47,12 @@ __all__ = [
     "WebsocketsTransport",
     "describe_error",
 ]
+
+#: websockets logs every frame it sends and receives at DEBUG: frames may carry secrets (a
+#: gateway's token in its handshake), so its logger is kept above DEBUG unless a user lowers
+#: it on purpose.
+_PROTOCOL_LOG = logging.getLogger("trio_feed.transport.websockets")
+_PROTOCOL_LOG.setLevel(logging.INFO)
 
 #: Bytes asked for per socket read: enough for hundreds of typical frames.
 _RECEIVE_SIZE = 256 * 1024
@@ -264,7 +271,7 @@ class WebsocketsTransport:
         *,
         max_message_size: int,
     ) -> WebSocketSession:
-        protocol = ClientProtocol(parse_uri(url), max_size=max_message_size)
+        protocol = ClientProtocol(parse_uri(url), max_size=max_message_size, logger=_PROTOCOL_LOG)
         session = _ProtocolSession(stream, protocol)
         await session.handshake([("User-Agent", self.user_agent)])
         return session
