@@ -169,9 +169,11 @@ def rest_body(venue: str, body: str | bytes, expected: type, what: str) -> Any:
     An error body (``{"code":-1121,"msg":"Invalid symbol."}``) says so in the exception.
     """
     data = orjson.loads(body)
+    # No success body of these endpoints has both "code" and "msg": an object body with
+    # them is an error even where an object is expected (depth, exchangeInfo, time).
+    if type(data) is dict and "code" in data and (expected is not dict or "msg" in data):
+        raise MalformedFrame(f"{venue} {what}: error {data.get('code')}: {data.get('msg', '')}")
     if type(data) is not expected:
-        if type(data) is dict and "code" in data:
-            raise MalformedFrame(f"{venue} {what}: error {data.get('code')}: {data.get('msg', '')}")
         raise TypeError(f"expected a JSON {expected.__name__}, got {type(data).__name__}")
     return data
 
