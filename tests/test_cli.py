@@ -77,7 +77,9 @@ def test_missing_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_list_venues(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "--list-venues"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("binance-usdm")
+    # One header line per venue, sorted by name (more venues may sort before binance-usdm).
+    headers = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert "binance-usdm" in headers and headers == sorted(headers)
     assert "kline_<interval>" in out and "1m" in out
 
 

@@ -28,7 +28,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 from wsproto.utilities import LocalProtocolError
 
 from ._transport import BufferAccount, ServerStream
-from .wire import WsPath, parse_ws_path
+from .wire import BinanceWire, WsPath
 
 __all__ = ["GONE", "Connection", "ConnectionOwner", "ConnectionRecord", "serve_websocket"]
 
@@ -124,6 +124,7 @@ class ConnectionOwner(Protocol):
     max_incoming_per_second: int
     send_queue_size: int
     handshake_timeout: float
+    wire: BinanceWire
 
     def now_ms(self) -> int: ...
 
@@ -404,7 +405,7 @@ async def _handshake_and_run(
             headers.append((b"Retry-After", str(math.ceil(retry_after)).encode()))
         await request.reject(status, extra_headers=headers, body=b"refused by FakeExchange")
         return
-    parsed = parse_ws_path(request.path)
+    parsed = owner.wire.parse_ws_path(request.path)
     if parsed is None:
         await request.reject(404, body=b"unknown path")
         return

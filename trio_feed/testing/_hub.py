@@ -29,19 +29,7 @@ from attrs import define, evolve, fields
 from ._connection import Connection
 from .market import FakeMarket
 from .records import AggTrade, DepthDistortion, DepthStep, KlineBar
-from .wire import (
-    ControlRequest,
-    StreamSpec,
-    aggtrade_payload,
-    book_ticker_payload,
-    continuous_kline_payload,
-    deliverable,
-    depth_payload,
-    kline_payload,
-    mark_price_payload,
-    parse_control,
-    parse_stream,
-)
+from .wire import USDM_WIRE, BinanceWire, ControlRequest, StreamSpec, parse_control
 
 __all__ = ["StreamHub"]
 
@@ -82,8 +70,11 @@ class StreamHub:
         mark_every: int,
         max_streams_per_connection: int,
         sent_history: int | None,
+        wire: BinanceWire = USDM_WIRE,
     ) -> None:
         self.market = market
+        #: Stream names, routes and payload shapes of the market served.
+        self.wire = wire
         self.kline_every = kline_every
         self.mark_every = mark_every
         self.max_streams_per_connection = max_streams_per_connection
@@ -111,7 +102,7 @@ class StreamHub:
 
     def parse(self, name: str) -> StreamSpec | None:
         """`parse_stream` for this exchange's symbols."""
-        return parse_stream(name, self._symbols)
+        return self.wire.parse_stream(name, self._symbols)
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -122,7 +113,7 @@ class StreamHub:
                 continue
             conn.record.streams.append(name)
             spec = self.parse(name)
-            if spec is None or not deliverable(conn.record.route, spec):
+            if spec is None or not self.wire.deliverable(conn.record.route, spec):
                 continue  # accepted, but this route never delivers it
             if self.silenced.get(name):
                 del self.silenced[name]  # silence(..., resubscribe_heals=True)
@@ -143,7 +134,7 @@ class StreamHub:
             for name in conn.record.streams:
                 spec = self.parse(name)
                 ours = spec is not None and spec.symbol == symbol
-                if ours and deliverable(conn.record.route, spec):
+                if ours and self.wire.deliverable(conn.record.route, spec):
                     assert spec is not None
                     self._attach(conn, spec, now)
 
@@ -243,18 +234,19 @@ class StreamHub:
         ``events`` are the trades and closed klines since the previous tick, in time order;
         a closed kline's final frame therefore goes out before the next kline's updates.
         """
+        wire = self.wire
         for event in events:
             if isinstance(event, AggTrade):
-                self.publish(f"{event.symbol.lower()}@aggTrade", aggtrade_payload, event, now)
+                self.publish(f"{event.symbol.lower()}@aggTrade", wire.aggtrade_payload, event, now)
             else:
                 bar_key = (event.symbol, event.interval)
                 if self._distortions[bar_key] > 0:
                     self._distortions[bar_key] -= 1
                     event = _distorted(event)
                 symbol = event.symbol.lower()
-                self.publish(f"{symbol}@kline_{event.interval}", kline_payload, event, now)
+                self.publish(f"{symbol}@kline_{event.interval}", wire.kline_payload, event, now)
                 name = f"{symbol}_perpetual@continuousKline_{event.interval}"
-                self.publish(name, continuous_kline_payload, event, now)
+                self.publish(name, wire.continuous_kline_payload, event, now)
         for name, spec in list(self._live.items()):
             if spec.kind == "depth":
                 self._tick_depth(name, spec, now)
@@ -263,16 +255,18 @@ class StreamHub:
                 key = (quote.bid_price, quote.bid_qty, quote.ask_price, quote.ask_qty)
                 if self._last_quote.get(name) != key:
                     self._last_quote[name] = key
-                    self.publish(name, book_ticker_payload, quote, now)
+                    self.publish(name, wire.book_ticker_payload, quote, now)
             elif spec.kind in ("kline", "continuousKline"):
                 if k % self.kline_every == 0:
                     assert spec.interval is not None
                     bar = self.market.current_kline(spec.symbol, spec.interval)
-                    build = kline_payload if spec.kind == "kline" else continuous_kline_payload
+                    build = wire.kline_payload
+                    if spec.kind == "continuousKline":
+                        build = wire.continuous_kline_payload
                     self.publish(name, build, bar, now)
             elif spec.kind == "markPrice" and k % self._mark_every(spec) == 0:
                 mark = self.market.mark_price(spec.symbol, now)
-                self.publish(name, mark_price_payload, mark, now)
+                self.publish(name, wire.mark_price_payload, mark, now)
 
     def distort_closed_klines(self, symbol: str, interval: str, count: int) -> None:
         """Send the next ``count`` closed klines of ``symbol``/``interval`` wrong."""
@@ -298,12 +292,12 @@ class StreamHub:
         # silenced or stalled stream uses them up too). A skipped diff is only skipped.
         if faults.skip:
             faults.skip -= 1
-            self.depth_skipped.append(depth_payload(diff, now))
+            self.depth_skipped.append(self.wire.depth_payload(diff, now))
             return
         if faults.distort:
             faults.distort -= 1
             diff = self._distort(name, diff, now)
-        payload = depth_payload(diff, now)
+        payload = self.wire.depth_payload(diff, now)
         copies = 1
         if faults.duplicate:
             faults.duplicate -= 1

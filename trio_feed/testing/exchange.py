@@ -69,7 +69,7 @@ from .http import read_request_head, request_target, serve_http
 from .market import FakeMarket
 from .records import AggTrade, DepthDistortion, KlineBar, StaleSnapshot, SymbolSpec
 from .rest import FakeRestApi, RestRequestRecord, RestResponse
-from .wire import ROUTES, WsPath, malformed_frames, server_shutdown_payload
+from .wire import USDM_WIRE, BinanceWire, WsPath, malformed_frames, server_shutdown_payload
 
 __all__ = ["ConnectionRecord", "FakeExchange"]
 
@@ -127,7 +127,15 @@ class FakeExchange:
         all, which a long run with many streams should not do).
       timer_offset: offset added to per-connection timers (pings, lifetime).
       handshake_timeout: seconds a client gets to send its upgrade request.
+
+    A fake of another Binance market subclasses it and sets `wire` (stream names, paths and
+    payloads) and `rest_api_class` (see `trio_feed.testing.binance_spot`).
     """
+
+    #: The market's wire format (USD-M futures).
+    wire: BinanceWire = USDM_WIRE
+    #: The REST API class serving the market.
+    rest_api_class: type[FakeRestApi] = FakeRestApi
 
     def __init__(
         self,
@@ -194,7 +202,9 @@ class FakeExchange:
             depth_history=depth_history,
         )
         #: The REST API (its ``requests`` list records every request).
-        self.rest = FakeRestApi(self.market, weight_limit=weight_limit, ban_seconds=ban_seconds)
+        self.rest = self.rest_api_class(
+            self.market, weight_limit=weight_limit, ban_seconds=ban_seconds
+        )
         #: An httpx transport answering REST requests in-process, after ``rest_latency``.
         self.rest_transport: httpx.AsyncBaseTransport = httpx.MockTransport(self._rest_handler)
         #: Every accepted connection, open or closed, in order.
@@ -219,6 +229,7 @@ class FakeExchange:
             mark_every=mark_every,
             max_streams_per_connection=max_streams_per_connection,
             sent_history=sent_history,
+            wire=self.wire,
         )
         self._conns: dict[int, Connection] = {}
         self._ids = itertools.count(1)
@@ -342,11 +353,11 @@ class FakeExchange:
     ) -> None:
         """Listen on a real TCP port serving WebSocket upgrades and REST on the same port.
 
-        Request paths under ``/fapi/`` are REST (HTTP/1.1 via h11); everything else is a
-        WebSocket upgrade. Reports ``(ws_url, rest_url)`` through ``task_status``, e.g.
-        ``("ws://127.0.0.1:PORT", "http://127.0.0.1:PORT")``. Use with ``nursery.start``,
-        inside the ``async with`` block, on the real clock (never under autojump). A refusal
-        without status closes the accepted socket before answering.
+        Request paths under ``/fapi/`` (`BinanceWire.rest_prefix`) are REST (HTTP/1.1 via
+        h11); everything else is a WebSocket upgrade. Reports ``(ws_url, rest_url)`` through
+        ``task_status``, e.g. ``("ws://127.0.0.1:PORT", "http://127.0.0.1:PORT")``. Use with
+        ``nursery.start``, inside the ``async with`` block, on the real clock (never under
+        autojump). A refusal without status closes the accepted socket before answering.
         """
         nursery = self._running()
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -365,7 +376,7 @@ class FakeExchange:
             await trio.aclose_forcefully(stream)
             return
         replay = PrefixedStream(stream, head)
-        if request_target(head).startswith("/fapi/"):
+        if request_target(head).startswith(self.wire.rest_prefix):
             await serve_http(replay, self._http_handler)
             return
         refusal = self._attempt()
@@ -458,8 +469,9 @@ class FakeExchange:
     # ------------------------------------------------------------------ fault injection
 
     def _matching(self, route: str | None) -> Iterator[Connection]:
-        if route is not None and route not in ROUTES:
-            raise ValueError(f"route must be one of {ROUTES} or None, not {route!r}")
+        routes = self.wire.routes
+        if route is not None and route not in routes:
+            raise ValueError(f"route must be one of {routes} or None, not {route!r}")
         for conn in list(self._conns.values()):
             if not conn.closing and (route is None or conn.record.route == route):
                 yield conn

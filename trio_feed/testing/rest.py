@@ -31,7 +31,7 @@ import orjson
 from attrs import define, frozen
 
 from .market import FakeMarket
-from .records import KLINE_INTERVALS, KlineBar, StaleSnapshot
+from .records import KLINE_INTERVALS, BookSnapshot, KlineBar, StaleSnapshot
 
 __all__ = ["FakeRestApi", "RestRequestRecord", "RestResponse"]
 
@@ -497,6 +497,18 @@ class FakeRestApi:
             limit = 500
         if limit not in _DEPTH_LIMITS:
             raise _BadRequest(-4021, f"{limit} is not valid depth limit")
+        book = self._snapshot(symbol, limit, now_ms)
+        return {
+            "lastUpdateId": book.last_update_id,
+            "E": now_ms,
+            "T": book.time,
+            "bids": [[_fmt(p), _fmt(q)] for p, q in book.bids],
+            "asks": [[_fmt(p), _fmt(q)] for p, q in book.asks],
+        }
+
+    def _snapshot(self, symbol: str, limit: int, now_ms: int) -> BookSnapshot:
+        """The book a depth request for ``symbol`` gets: the current one, or an old one if
+        `stale_depth` asked for it."""
         stale = self._stale.get(symbol)
         if stale:
             # A snapshot from the past: an older lastUpdateId with the levels of that time.
@@ -508,13 +520,7 @@ class FakeRestApi:
             )
         else:
             book = self.market.book(symbol, limit)
-        return {
-            "lastUpdateId": book.last_update_id,
-            "E": now_ms,
-            "T": book.time,
-            "bids": [[_fmt(p), _fmt(q)] for p, q in book.bids],
-            "asks": [[_fmt(p), _fmt(q)] for p, q in book.asks],
-        }
+        return book
 
 
 _Handler = Callable[[dict[str, str], int], Any]

@@ -1,10 +1,11 @@
 """Binance USD-M wire formats for the fake exchange: stream names, routes and payloads.
 
-Pure functions, no I/O: `parse_stream` recognises the stream names the simulator serves and
-says which route (``public`` or ``market``) carries them, `parse_ws_path` reads a WebSocket
-request path, and the ``*_payload`` functions turn `trio_feed.testing.market` records into the
-exact JSON objects Binance sends (same keys, same order, numbers as strings where Binance
-uses strings).
+Pure functions, no I/O (gathered in `BinanceWire`, which the fake of another Binance market
+subclasses to change what differs): `parse_stream` recognises the stream names the simulator
+serves and says which route (``public`` or ``market``) carries them, `parse_ws_path` reads
+a WebSocket request path, and the ``*_payload`` functions turn `trio_feed.testing.market`
+records into the exact JSON objects Binance sends (same keys, same order, numbers as strings
+where Binance uses strings).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .records import KLINE_INTERVALS, AggTrade, BestQuote, DepthStep, KlineBar, 
 __all__ = [
     "DEPTH_SPEEDS",
     "ROUTES",
+    "USDM_WIRE",
+    "BinanceWire",
     "ControlRequest",
     "StreamKind",
     "StreamSpec",
@@ -264,6 +267,63 @@ def mark_price_payload(mark: MarkSnapshot, event_time: int) -> dict[str, Any]:
 def server_shutdown_payload(event_time: int) -> dict[str, Any]:
     """The ``serverShutdown`` event (stream name ``!serverShutdown`` in the envelope)."""
     return {"e": "serverShutdown", "E": event_time}
+
+
+# --------------------------------------------------------------------- one market's format
+
+
+class BinanceWire:
+    """The wire format of one Binance market as the fake serves it: USD-M futures here.
+
+    `trio_feed.testing.FakeExchange` and its stream hub call these methods rather than the
+    module's functions, so that a fake of another Binance market (spot:
+    `trio_feed.testing.binance_spot`) overrides only what differs. Stateless.
+    """
+
+    #: Connection routes of `parse_ws_path` (for the ``route`` arguments of the faults).
+    routes: tuple[str, ...] = ROUTES
+    #: Request paths under this prefix are REST on the fake's loopback port.
+    rest_prefix = "/fapi/"
+
+    def parse_stream(self, name: str, symbols: frozenset[str] | set[str]) -> StreamSpec | None:
+        """See `parse_stream`."""
+        return parse_stream(name, symbols)
+
+    def deliverable(self, route: str, spec: StreamSpec | None) -> bool:
+        """See `deliverable`."""
+        return deliverable(route, spec)
+
+    def parse_ws_path(self, path: str) -> WsPath | None:
+        """See `parse_ws_path`."""
+        return parse_ws_path(path)
+
+    def aggtrade_payload(self, trade: AggTrade, event_time: int) -> dict[str, Any]:
+        """See `aggtrade_payload`."""
+        return aggtrade_payload(trade, event_time)
+
+    def kline_payload(self, bar: KlineBar, event_time: int) -> dict[str, Any]:
+        """See `kline_payload`."""
+        return kline_payload(bar, event_time)
+
+    def continuous_kline_payload(self, bar: KlineBar, event_time: int) -> dict[str, Any]:
+        """See `continuous_kline_payload`."""
+        return continuous_kline_payload(bar, event_time)
+
+    def depth_payload(self, diff: DepthStep, event_time: int) -> dict[str, Any]:
+        """See `depth_payload`."""
+        return depth_payload(diff, event_time)
+
+    def book_ticker_payload(self, quote: BestQuote, event_time: int) -> dict[str, Any]:
+        """See `book_ticker_payload`."""
+        return book_ticker_payload(quote, event_time)
+
+    def mark_price_payload(self, mark: MarkSnapshot, event_time: int) -> dict[str, Any]:
+        """See `mark_price_payload`."""
+        return mark_price_payload(mark, event_time)
+
+
+#: The USD-M format (the default of `trio_feed.testing.FakeExchange`).
+USDM_WIRE = BinanceWire()
 
 
 # --------------------------------------------------------------------- control messages

@@ -15,6 +15,7 @@ from .base import VenueAdapter
 __all__ = ["VenueAdapter", "get_adapter", "known_venues"]
 
 _BUILTIN: dict[str, str] = {
+    "binance-spot": "trio_feed.venues.binance_spot:BinanceSpotAdapter",
     "binance-usdm": "trio_feed.venues.binance_usdm:BinanceUsdmAdapter",
     "bybit-linear": "trio_feed.venues.bybit:BybitLinearAdapter",
     "bybit-spot": "trio_feed.venues.bybit:BybitSpotAdapter",

@@ -23,34 +23,34 @@ place of strings are rejected. Anything not as documented raises `MalformedFrame
 from __future__ import annotations
 
 import difflib
-import reprlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 
-import orjson
-
-from ..errors import MalformedFrame
-from ..events import BookLevel, DepthDiff, Kline, MarkPrice, Source, Trade
 from ..events import BookTicker as BookTickerEvent
+from ..events import DepthDiff, MarkPrice
+from ._binance import (
+    MAX_PARAMS_PER_REQUEST,
+    BinanceAdapter,
+    as_int,
+    as_str,
+    dec,
+    ignore,
+    levels,
+    rest_errors,
+)
 from .base import (
-    Ack,
     ChannelInfo,
-    OutgoingMessage,
     ParsedItem,
     PingStyle,
-    RequestError,
     RestRequest,
-    ServerShutdown,
     StreamSpec,
-    VenueAdapter,
     VenueLimits,
     parse_interval,
 )
 from .book_rules import PreviousIdRules, SequenceRules
 
-__all__ = ["KLINE_INTERVALS", "BinanceUsdmAdapter"]
+__all__ = ["KLINE_INTERVALS", "MAX_PARAMS_PER_REQUEST", "BinanceUsdmAdapter"]
 
 #: The kline intervals USD-M streams and serves over REST (no ``1s`` on futures).
 KLINE_INTERVALS: tuple[str, ...] = (
@@ -94,134 +94,11 @@ _UNUSED_EVENTS = frozenset(
     {"24hrMiniTicker", "24hrTicker", "forceOrder", "compositeIndex", "contractInfo"}
 )
 
-#: SUBSCRIBE/UNSUBSCRIBE requests carry at most this many stream names. Binance counts
-#: messages, not params, against its 10 messages/s per connection, so big batches are cheap
-#: on that budget; 200 keeps each frame a few kB and is the smallest per-connection stream cap
-#: any Binance page has stated, so one request never asks for more than a connection may hold.
-MAX_PARAMS_PER_REQUEST = 200
-
-_KLINE_ROW_LEN = 12
 _DEPTH_WEIGHTS: dict[int, int] = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 _ZERO = Decimal(0)
 
-#: Memo of `_dec`: decimal string -> its Decimal; only finite values from strings get in.
-_DEC_CACHE: dict[object, Decimal] = {}
-_DEC_CACHE_SIZE = 4096
-_DEC_CACHE_MAX_LEN = 40  # real prices are short; do not let odd long strings pin memory
 
-#: What a parse of bad input may raise before we turn it into `MalformedFrame`.
-#: ``orjson.JSONDecodeError`` is a ValueError; ``decimal.InvalidOperation`` an ArithmeticError;
-#: LookupError covers missing keys and short arrays; AttributeError a ``.get`` on a non-object.
-_PARSE_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError, AttributeError)
-
-
-# ---- field converters ------------------------------------------------------------------
-# Plain functions: on the happy path each costs one call plus a type test. The type tests
-# matter: ``Decimal(1.1)`` would silently carry a binary-float error into a price, and a
-# string where an integer time belongs would only blow up far away, in a cache or a sink.
-
-
-def _dec(s: object) -> Decimal:
-    """A finite `Decimal` from a JSON string, else ValueError."""
-    # Prices and sizes repeat a lot (the same open kline is re-sent four times a second, book
-    # levels sit near the touch), and building a Decimal costs several times a dict lookup,
-    # so validated strings are memoised. Decimals are immutable: sharing one is safe.
-    d = _DEC_CACHE.get(s)
-    if d is not None:
-        return d
-    if type(s) is str:
-        try:
-            d = Decimal(s)
-        except ArithmeticError:  # decimal.InvalidOperation: not a number at all
-            pass
-        else:
-            # Decimal accepts "NaN", "sNaN", "Infinity"; a price never is one of those.
-            if d.is_finite():
-                if len(s) <= _DEC_CACHE_MAX_LEN:
-                    if len(_DEC_CACHE) >= _DEC_CACHE_SIZE:
-                        # Crude, but amortised O(1) per insert; an LRU would cost on every hit.
-                        _DEC_CACHE.clear()
-                    _DEC_CACHE[s] = d
-                return d
-    raise ValueError(f"not a finite decimal string: {_short(s)}")
-
-
-def _int(x: object) -> int:
-    """A JSON integer (not a bool, float or string), else TypeError."""
-    if type(x) is int:
-        return x
-    raise TypeError(f"expected an integer, got {_short(x)}")
-
-
-def _str(x: object) -> str:
-    if type(x) is str:
-        return x
-    raise TypeError(f"expected a string, got {_short(x)}")
-
-
-def _bool(x: object) -> bool:
-    if type(x) is bool:
-        return x
-    raise TypeError(f"expected true or false, got {_short(x)}")
-
-
-def _levels(raw: object) -> tuple[BookLevel, ...]:
-    """``[[price, qty], ...]`` -> tuple of ``(Decimal, Decimal)``."""
-    if type(raw) is not list:
-        raise TypeError(f"expected a list of [price, qty] levels, got {type(raw).__name__}")
-    out: list[BookLevel] = []
-    append = out.append
-    for level in raw:
-        # The type test stops a 2-character string from unpacking into a "level".
-        if type(level) is not list or len(level) != 2:
-            raise ValueError(f"expected a [price, qty] level, got {_short(level)}")
-        append((_dec(level[0]), _dec(level[1])))
-    return tuple(out)
-
-
-def _short(value: object) -> str:
-    """A repr cut to a log-line size (error path only)."""
-    return reprlib.repr(value)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a parse failure (only runs on the error path)."""
-    if isinstance(exc, orjson.JSONDecodeError):
-        return f"invalid JSON ({exc})"
-    if isinstance(exc, KeyError):
-        return f"missing field {exc.args[0]!r}" if exc.args else "missing field"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-@contextmanager
-def _rest_errors(what: str) -> Iterator[None]:
-    """Turn any parse error in a REST body into `MalformedFrame` naming the endpoint."""
-    try:
-        yield
-    except MalformedFrame:
-        raise
-    except _PARSE_ERRORS as exc:
-        raise MalformedFrame(f"{_NAME} {what}: {_describe(exc)}") from exc
-
-
-def _rest_body(body: str | bytes, expected: type, what: str) -> Any:
-    """Decode a REST body that should be a JSON ``expected`` (list or dict).
-
-    An error body (``{"code":-1121,"msg":"Invalid symbol."}``) says so in the exception.
-    """
-    data = orjson.loads(body)
-    if type(data) is not expected:
-        if type(data) is dict and "code" in data:
-            raise MalformedFrame(f"{_NAME} {what}: error {data.get('code')}: {data.get('msg', '')}")
-        raise TypeError(f"expected a JSON {expected.__name__}, got {type(data).__name__}")
-    return data
-
-
-_Handler = Callable[[dict[str, Any], str | None], list[ParsedItem]]
-
-
-class BinanceUsdmAdapter(VenueAdapter):
+class BinanceUsdmAdapter(BinanceAdapter):
     """Binance USD-M futures (``fstream.binance.com`` / ``fapi.binance.com``).
 
     Channels: ``kline_<interval>``, ``continuousKline_<interval>`` (perpetual contract; see
@@ -255,19 +132,20 @@ class BinanceUsdmAdapter(VenueAdapter):
     max_klines_per_request: ClassVar[int] = 1500
     max_trades_per_request: ClassVar[int] = 1000
 
+    _rest_prefix: ClassVar[str] = "/fapi/v1"
+
     def __init__(self) -> None:
-        # Dispatch on the payload's "e": one dict lookup per frame.
-        self._handlers: dict[str, _Handler] = {
-            "kline": self._kline,
-            "continuous_kline": self._continuous_kline,
-            "aggTrade": self._agg_trade,
-            "depthUpdate": self._depth,
-            "markPriceUpdate": self._mark_price,
-            "bookTicker": self._book_ticker,
-            "serverShutdown": self._server_shutdown,
-        }
+        super().__init__()
+        self._handlers.update(
+            {
+                "continuous_kline": self._continuous_kline,
+                "depthUpdate": self._depth,
+                "markPriceUpdate": self._mark_price,
+                "bookTicker": self._book_ticker,
+            }
+        )
         for event_type in _UNUSED_EVENTS:
-            self._handlers[event_type] = _ignore
+            self._handlers[event_type] = ignore
 
     # ---- streams ------------------------------------------------------------------------
 
@@ -366,80 +244,11 @@ class BinanceUsdmAdapter(VenueAdapter):
             return base
         return base + "?streams=" + "/".join(s.name for s in streams)
 
-    def open_messages(
-        self, streams: Sequence[StreamSpec], first_request_id: int
-    ) -> list[OutgoingMessage]:
-        """Nothing: `connect_url` already subscribes the streams."""
-        return []
-
-    def subscribe(
-        self, streams: Sequence[StreamSpec], first_request_id: int
-    ) -> list[OutgoingMessage]:
-        """SUBSCRIBE requests, at most `MAX_PARAMS_PER_REQUEST` streams each."""
-        return _control_messages("SUBSCRIBE", streams, first_request_id)
-
-    def unsubscribe(
-        self, streams: Sequence[StreamSpec], first_request_id: int
-    ) -> list[OutgoingMessage]:
-        """UNSUBSCRIBE requests, at most `MAX_PARAMS_PER_REQUEST` streams each."""
-        return _control_messages("UNSUBSCRIBE", streams, first_request_id)
-
     # ---- frames -------------------------------------------------------------------------
-
-    def parse(self, frame: str | bytes) -> list[ParsedItem]:
-        """Parse a combined-stream frame, a raw payload or a control reply.
-
-        One ``orjson.loads`` and one dict lookup on the payload's ``e``; field errors are not
-        checked one by one but caught once around the whole parse (free on the happy path)
-        and turned into `MalformedFrame`.
-        """
-        stream: str | None = None
-        try:
-            msg = orjson.loads(frame)
-            if type(msg) is dict:
-                stream = msg.get("stream")
-                if stream is not None:
-                    _str(stream)
-                    data = msg["data"]
-                elif "e" in msg:
-                    data = msg
-                else:
-                    return _control(msg)
-            else:
-                data = msg  # a raw array stream (``!markPrice@arr``)
-            if type(data) is dict:
-                handler = self._handlers.get(data["e"])
-                if handler is None:
-                    raise MalformedFrame(_where(stream) + f"unknown event type {_short(data['e'])}")
-                return handler(data, stream)
-            if type(data) is list:
-                # Array streams: every element is a payload of its own.
-                out: list[ParsedItem] = []
-                for item in data:
-                    if type(item) is not dict:
-                        raise TypeError(f"array element is not an object: {_short(item)}")
-                    handler = self._handlers.get(item["e"])
-                    if handler is None:
-                        raise MalformedFrame(
-                            _where(stream) + f"unknown event type {_short(item['e'])}"
-                        )
-                    out += handler(item, stream)
-                return out
-            raise TypeError(f"payload is not an object or array: {_short(data)}")
-        except MalformedFrame:
-            raise
-        except _PARSE_ERRORS as exc:
-            raise MalformedFrame(_where(stream) + _describe(exc)) from exc
-
-    def _kline(self, data: dict[str, Any], stream: str | None) -> list[ParsedItem]:
-        return [_kline_event(_str(data["s"]), data["k"])]
 
     def _continuous_kline(self, data: dict[str, Any], stream: str | None) -> list[ParsedItem]:
         # "BTCUSDT" + "_" + "PERPETUAL": concatenation (not an f-string) so non-strings raise.
-        return [_kline_event(data["ps"] + "_" + data["ct"], data["k"])]
-
-    def _agg_trade(self, data: dict[str, Any], stream: str | None) -> list[ParsedItem]:
-        return [_trade(_str(data["s"]), data, "ws")]
+        return [self._kline_event(data["ps"] + "_" + data["ct"], data["k"])]
 
     def _depth(self, data: dict[str, Any], stream: str | None) -> list[ParsedItem]:
         # Partial depth (``@depth5``, ``@depth10``, ``@depth20``, optional ``@100ms``) has the
@@ -452,13 +261,13 @@ class BinanceUsdmAdapter(VenueAdapter):
         return [
             DepthDiff(
                 _NAME,
-                _str(data["s"]),
-                _int(data["U"]),
-                _int(data["u"]),
-                _int(data["pu"]),
-                _int(data["E"]),
-                _levels(data["b"]),
-                _levels(data["a"]),
+                as_str(data["s"]),
+                as_int(data["U"]),
+                as_int(data["u"]),
+                as_int(data["pu"]),
+                as_int(data["E"]),
+                levels(data["b"]),
+                levels(data["a"]),
                 snapshot,
             )
         ]
@@ -470,12 +279,12 @@ class BinanceUsdmAdapter(VenueAdapter):
         return [
             MarkPrice(
                 _NAME,
-                _str(data["s"]),
-                _dec(data["p"]),
-                _dec(data["i"]),
-                _ZERO if rate == "" else _dec(rate),
-                _int(data["T"]),
-                _int(data["E"]),
+                as_str(data["s"]),
+                dec(data["p"]),
+                dec(data["i"]),
+                _ZERO if rate == "" else dec(rate),
+                as_int(data["T"]),
+                as_int(data["E"]),
             )
         ]
 
@@ -484,30 +293,17 @@ class BinanceUsdmAdapter(VenueAdapter):
         return [
             BookTickerEvent(
                 _NAME,
-                _str(data["s"]),
-                _dec(data["b"]),
-                _dec(data["B"]),
-                _dec(data["a"]),
-                _dec(data["A"]),
-                _int(data["u"]),
-                _int(data["T"] if time is None else time),
+                as_str(data["s"]),
+                dec(data["b"]),
+                dec(data["B"]),
+                dec(data["a"]),
+                dec(data["A"]),
+                as_int(data["u"]),
+                as_int(data["T"] if time is None else time),
             )
         ]
 
-    def _server_shutdown(self, data: dict[str, Any], stream: str | None) -> list[ParsedItem]:
-        time = data.get("E")
-        return [ServerShutdown(None if time is None else _int(time), "serverShutdown")]
-
     # ---- REST ---------------------------------------------------------------------------
-
-    def server_time_request(self) -> RestRequest:
-        """``GET /fapi/v1/time`` (weight 1)."""
-        return RestRequest("GET", "/fapi/v1/time", weight=1)
-
-    def parse_server_time(self, body: str | bytes) -> int:
-        """``serverTime`` in ms from a ``/fapi/v1/time`` body."""
-        with _rest_errors("/fapi/v1/time"):
-            return _int(_rest_body(body, dict, "/fapi/v1/time")["serverTime"])
 
     def klines_request(
         self,
@@ -543,46 +339,6 @@ class BinanceUsdmAdapter(VenueAdapter):
         weight = 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
         return RestRequest("GET", path, tuple(params), weight)
 
-    def parse_klines(
-        self, body: str | bytes, symbol: str, interval: str, server_time: int
-    ) -> list[Kline]:
-        """Klines from a ``/fapi/v1/klines`` (or ``continuousKlines``) body, oldest first.
-
-        REST rows carry no closed flag: a kline is closed when its close time is before
-        ``server_time`` (the exchange's clock, never the local one).
-        """
-        what = "/fapi/v1/klines"
-        with _rest_errors(what):
-            rows = _rest_body(body, list, what)
-            out: list[Kline] = []
-            for row in rows:
-                if type(row) is not list or len(row) != _KLINE_ROW_LEN:
-                    raise ValueError(
-                        f"expected a kline row of {_KLINE_ROW_LEN} items: {_short(row)}"
-                    )
-                close_time = _int(row[6])
-                out.append(
-                    Kline(
-                        _NAME,
-                        symbol,
-                        interval,
-                        _int(row[0]),
-                        close_time,
-                        _dec(row[1]),
-                        _dec(row[2]),
-                        _dec(row[3]),
-                        _dec(row[4]),
-                        _dec(row[5]),
-                        _dec(row[7]),
-                        _int(row[8]),
-                        _dec(row[9]),
-                        _dec(row[10]),
-                        close_time < server_time,
-                        "rest",
-                    )
-                )
-            return out
-
     def agg_trades_request(
         self,
         symbol: str,
@@ -593,31 +349,8 @@ class BinanceUsdmAdapter(VenueAdapter):
     ) -> RestRequest:
         """``GET /fapi/v1/aggTrades`` (weight 20). Page either by ``from_id`` or by times:
         Binance warns that combining them may time out. Data older than 48 h is refused."""
-        if not 1 <= limit <= 1000:
-            raise ValueError(f"aggTrades limit must be 1..1000, got {limit}")
-        if from_id is not None and (start_time is not None or end_time is not None):
-            raise ValueError("aggTrades: use from_id or start_time/end_time, not both")
-        params = [("symbol", symbol)]
-        if from_id is not None:
-            params.append(("fromId", str(from_id)))
-        if start_time is not None:
-            params.append(("startTime", str(start_time)))
-        if end_time is not None:
-            params.append(("endTime", str(end_time)))
-        params.append(("limit", str(limit)))
-        return RestRequest("GET", "/fapi/v1/aggTrades", tuple(params), 20)
-
-    def parse_agg_trades(self, body: str | bytes, symbol: str) -> list[Trade]:
-        """Trades (source ``rest``) from a ``/fapi/v1/aggTrades`` body, in id order."""
-        what = "/fapi/v1/aggTrades"
-        with _rest_errors(what):
-            rows = _rest_body(body, list, what)
-            out: list[Trade] = []
-            for row in rows:
-                if type(row) is not dict:
-                    raise TypeError(f"expected an aggTrade object: {_short(row)}")
-                out.append(_trade(symbol, row, "rest"))
-            return out
+        params = self._agg_trades_params(symbol, from_id, start_time, end_time, limit)
+        return RestRequest("GET", "/fapi/v1/aggTrades", params, 20)
 
     def book_rules(self) -> SequenceRules:
         """USD-M's ``pu`` chain (`PreviousIdRules`)."""
@@ -632,26 +365,6 @@ class BinanceUsdmAdapter(VenueAdapter):
             "GET", "/fapi/v1/depth", (("symbol", symbol), ("limit", str(limit))), weight
         )
 
-    def parse_depth(self, body: str | bytes, symbol: str) -> DepthDiff:
-        """A ``/fapi/v1/depth`` snapshot as a `DepthDiff` with ``snapshot=True`` whose first
-        and final update id are ``lastUpdateId`` (the body does not name the symbol)."""
-        what = "/fapi/v1/depth"
-        with _rest_errors(what):
-            data = _rest_body(body, dict, what)
-            last = _int(data["lastUpdateId"])
-            time = data.get("E", data.get("T", 0))
-            return DepthDiff(
-                _NAME,
-                symbol,
-                last,
-                last,
-                None,
-                _int(time),
-                _levels(data["bids"]),
-                _levels(data["asks"]),
-                True,
-            )
-
     def exchange_info_request(self) -> RestRequest:
         """``GET /fapi/v1/exchangeInfo`` (weight 1)."""
         return RestRequest("GET", "/fapi/v1/exchangeInfo", weight=1)
@@ -665,98 +378,20 @@ class BinanceUsdmAdapter(VenueAdapter):
         ...) are left out too. Every entry must be an object with string ``symbol``,
         ``status`` and ``contractType``, else `MalformedFrame`.
         """
-        what = "/fapi/v1/exchangeInfo"
-        with _rest_errors(what):
-            symbols = _rest_body(body, dict, what)["symbols"]
-            if type(symbols) is not list:
-                raise TypeError(f"'symbols' is not an array: {_short(symbols)}")
+        with rest_errors(_NAME, "/fapi/v1/exchangeInfo"):
             out: list[str] = []
-            for entry in symbols:
-                if type(entry) is not dict:
-                    raise TypeError(f"expected a symbol object: {_short(entry)}")
+            for entry in self._exchange_symbols(body):
                 # Every entry is checked, not only the trading ones: a shape change in the
                 # venue's answer should fail loudly rather than silently list nothing.
-                name = _str(entry["symbol"])
-                status = _str(entry["status"])
-                contract_type = _str(entry["contractType"])
+                name = as_str(entry["symbol"])
+                status = as_str(entry["status"])
+                contract_type = as_str(entry["contractType"])
                 if status == "TRADING" and contract_type == "PERPETUAL":
                     out.append(name)
             return out
 
 
 # ---- helpers of the parser ---------------------------------------------------------------
-
-
-def _ignore(data: dict[str, Any], stream: str | None) -> list[ParsedItem]:
-    return []
-
-
-def _where(stream: str | None) -> str:
-    return f"{_NAME} stream {_short(stream)}: " if stream is not None else f"{_NAME}: "
-
-
-def _kline_event(symbol: str, k: dict[str, Any]) -> Kline:
-    return Kline(
-        _NAME,
-        symbol,
-        _str(k["i"]),
-        _int(k["t"]),
-        _int(k["T"]),
-        _dec(k["o"]),
-        _dec(k["h"]),
-        _dec(k["l"]),
-        _dec(k["c"]),
-        _dec(k["v"]),
-        _dec(k["q"]),
-        _int(k["n"]),
-        _dec(k["V"]),
-        _dec(k["Q"]),
-        _bool(k["x"]),
-    )
-
-
-def _trade(symbol: str, d: dict[str, Any], source: Source) -> Trade:
-    return Trade(
-        _NAME,
-        symbol,
-        _int(d["a"]),
-        _dec(d["p"]),
-        _dec(d["q"]),
-        _int(d["f"]),
-        _int(d["l"]),
-        _int(d["T"]),
-        _bool(d["m"]),
-        source,
-    )
-
-
-def _control(msg: dict[str, Any]) -> list[ParsedItem]:
-    """A reply to a control request: ``{"result":..., "id":N}`` or ``{"code":n,"msg":...}``."""
-    if "result" in msg:
-        return [Ack(_int(msg["id"]), msg["result"])]
-    if "code" in msg:
-        request_id = msg.get("id")
-        return [
-            RequestError(
-                request_id if type(request_id) is int else None,
-                str(msg["code"]),
-                str(msg.get("msg", "")),
-            )
-        ]
-    raise ValueError(f"unrecognised frame with keys {sorted(msg)[:6]}")
-
-
-def _control_messages(
-    method: str, streams: Sequence[StreamSpec], first_request_id: int
-) -> list[OutgoingMessage]:
-    out: list[OutgoingMessage] = []
-    request_id = first_request_id
-    for start in range(0, len(streams), MAX_PARAMS_PER_REQUEST):
-        names = tuple(s.name for s in streams[start : start + MAX_PARAMS_PER_REQUEST])
-        text = orjson.dumps({"method": method, "params": names, "id": request_id}).decode()
-        out.append(OutgoingMessage(text, request_id, names))
-        request_id += 1
-    return out
 
 
 def _known_channel_names() -> list[str]:
