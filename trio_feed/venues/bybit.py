@@ -54,6 +54,17 @@ import orjson
 from ..core.book_sync import SequenceRules
 from ..errors import MalformedFrame
 from ..events import BookTicker, DepthDiff, Kline, MarkPrice, Trade
+
+# The field converters are Binance's: same strictness (Decimal only from finite strings,
+# integers that are not bools) and the same memo of decimal strings.
+from ._binance import PARSE_ERRORS as _PARSE_ERRORS
+from ._binance import as_bool as _bool
+from ._binance import as_int as _int
+from ._binance import as_str as _str
+from ._binance import dec as _dec
+from ._binance import describe as _describe
+from ._binance import levels as _levels
+from ._binance import short as _short
 from .base import (
     Ack,
     ChannelInfo,
@@ -68,19 +79,6 @@ from .base import (
     VenueAdapter,
     VenueLimits,
     parse_interval,
-)
-
-# The field converters are Binance's: same strictness (Decimal only from finite strings,
-# integers that are not bools) and the same memo of decimal strings.
-from .binance_usdm import (
-    _PARSE_ERRORS,
-    _bool,
-    _dec,
-    _describe,
-    _int,
-    _levels,
-    _short,
-    _str,
 )
 
 __all__ = [
