@@ -16,6 +16,8 @@ __all__ = ["VenueAdapter", "get_adapter", "known_venues"]
 
 _BUILTIN: dict[str, str] = {
     "binance-usdm": "trio_feed.venues.binance_usdm:BinanceUsdmAdapter",
+    "bitget-spot": "trio_feed.venues.bitget:BitgetSpotAdapter",
+    "bitget-usdt-futures": "trio_feed.venues.bitget:BitgetUsdtFuturesAdapter",
 }
 
 
