@@ -108,7 +108,7 @@ class BitgetConnectionRecord:
 class _Sub:
     channel: str
     symbol: str
-    seq: int = 0  # books: the last seq sent
+    seq: int = 0  # books: the last seq sent; trades: the last trade id sent
 
 
 class _Conn:
@@ -219,6 +219,7 @@ class FakeBitget:
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._t0: float | None = None
         self._live = trio.Event()
+        self._pending: list[Any] = []
 
     # ------------------------------------------------------------------ lifecycle and time
 
@@ -247,8 +248,10 @@ class FakeBitget:
             return self.start_time_ms
         return self.start_time_ms + math.floor((trio.current_time() - self._t0) * 1000 + 1e-6)
 
-    def _advance(self) -> list[Any]:
-        return self.market.advance_to(self.now_ms())
+    def _advance(self) -> None:
+        # Whatever moves the market (a tick, a REST call, a subscribe) keeps what happened
+        # for the next tick to push: a kline close seen first by a REST call is not lost.
+        self._pending.extend(self.market.advance_to(self.now_ms()))
 
     # ------------------------------------------------------------------ faults
 
@@ -376,8 +379,7 @@ class FakeBitget:
         except (ValueError, KeyError, TypeError):
             conn.push(_dumps({"event": "error", "code": 30016, "msg": "param error"}))
             return
-        events = self._advance()  # the market catches up: snapshots are of now
-        del events  # what happened meanwhile goes out with the next tick as usual
+        self._advance()  # the market catches up: snapshots are of now
         for arg in args:
             reason = self._check_arg(arg)
             if reason is not None:
@@ -420,6 +422,7 @@ class FakeBitget:
             conn.push(self._frame(sub, "snapshot", [_candle_row(b) for b in bars], now))
         elif sub.channel == "trade":
             trades = market.trades(symbol, limit=self.trade_snapshot)
+            sub.seq = trades[-1].agg_id if trades else 0  # updates start after these
             conn.push(self._frame(sub, "snapshot", [_trade_row(t) for t in reversed(trades)], now))
         elif sub.channel == "books":
             self._book_snapshot(conn, sub, now)
@@ -512,7 +515,8 @@ class FakeBitget:
             k += 1
 
     def _tick(self, k: int) -> None:
-        events = self._advance()
+        self._advance()
+        events, self._pending = self._pending, []
         now = self.now_ms()
         trades: dict[str, list[AggTrade]] = {}
         closed: dict[tuple[str, str], KlineBar] = {}
@@ -535,8 +539,9 @@ class FakeBitget:
                         current = self.market.current_kline(symbol, interval)
                         conn.push(self._frame(sub, "update", [_candle_row(current)], now))
                 elif channel == "trade":
-                    new = trades.get(symbol)
+                    new = [t for t in trades.get(symbol, ()) if t.agg_id > sub.seq]
                     if new:
+                        sub.seq = new[-1].agg_id
                         rows = [_trade_row(t) for t in reversed(new)]  # newest first
                         conn.push(self._frame(sub, "update", rows, now))
                 elif channel == "books":
