@@ -17,6 +17,8 @@ __all__ = ["VenueAdapter", "get_adapter", "known_venues"]
 _BUILTIN: dict[str, str] = {
     "binance-spot": "trio_feed.venues.binance_spot:BinanceSpotAdapter",
     "binance-usdm": "trio_feed.venues.binance_usdm:BinanceUsdmAdapter",
+    "bitget-spot": "trio_feed.venues.bitget:BitgetSpotAdapter",
+    "bitget-usdt-futures": "trio_feed.venues.bitget:BitgetUsdtFuturesAdapter",
     "bybit-linear": "trio_feed.venues.bybit:BybitLinearAdapter",
     "bybit-spot": "trio_feed.venues.bybit:BybitSpotAdapter",
     "json-gateway": "trio_feed.venues.gateway:JsonGatewayAdapter",
