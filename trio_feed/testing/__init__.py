@@ -33,13 +33,22 @@ at every published update id (`FakeMarket.book_at`), and REST weight budgets
 (`FakeExchange.rest_weight_requested_max`). `ConnectionRecord` tells a test what each
 connection saw and did.
 
+Other venues have fakes of their own on the same market and the same seams (``connect``,
+``rest_transport``, ``now_ms``): `FakeBinanceSpot`, `FakeBybit` (linear and spot), `FakeOkx`,
+`FakeBitget` (USDT futures and spot), and `FakeGateway` (a token-checking in-house JSON
+gateway); `trio_feed.testing.proxies` has loopback HTTP CONNECT and SOCKS5 proxies.
+
 Modules: `records` (what the market publishes), `market` (the simulation), `wire` (Binance
 stream names and payloads), `rest` (the REST API), `http` (the loopback HTTP server) and
 `exchange` (the Trio shell).
 """
 
+from .binance_spot import FakeBinanceSpot as FakeBinanceSpot
+from .bitget import FakeBitget as FakeBitget
+from .bybit import FakeBybit as FakeBybit
 from .exchange import ConnectionRecord as ConnectionRecord
 from .exchange import FakeExchange as FakeExchange
+from .gateway import FakeGateway as FakeGateway
 from .market import FakeMarket as FakeMarket
 from .records import KLINE_INTERVALS as KLINE_INTERVALS
 from .records import AggTrade as AggTrade
@@ -63,9 +72,13 @@ __all__ = [
     "BestQuote",
     "BookSnapshot",
     "ConnectionRecord",
+    "FakeBinanceSpot",
+    "FakeBitget",
+    "FakeBybit",
     "DepthDistortion",
     "DepthStep",
     "FakeExchange",
+    "FakeGateway",
     "FakeMarket",
     "FakeRestApi",
     "KlineBar",
