@@ -154,8 +154,11 @@ class VenueData:
         trade_max_size: int = 1000,
         trade_window_ms: int = 60_000,
         resume: ResumePoint | None = None,
+        trade_ids_consecutive: bool = True,
     ) -> None:
         self.exchange = exchange
+        #: False: the venue's trade ids skip, trades pass through without gap detection.
+        self.trade_ids_consecutive = trade_ids_consecutive
         keys = DataKeys(kline_keys, built, trade_symbols, published_trades)
         self._keys = keys
         self.klines = KlineCache(kline_max_size)
@@ -196,11 +199,17 @@ class VenueData:
             stored = resume.trade_ids.get(symbol)
             if symbol in build_from:
                 # Rebuild from the first unfinished bucket; publish only what is new.
-                seq = TradeSequencer(symbol, anchor_time=build_from[symbol])
+                seq = TradeSequencer(
+                    symbol, anchor_time=build_from[symbol], consecutive=trade_ids_consecutive
+                )
                 if stored is not None:
                     self._publish_from[symbol] = stored + 1
             else:
-                seq = TradeSequencer(symbol, next_id=None if stored is None else stored + 1)
+                seq = TradeSequencer(
+                    symbol,
+                    next_id=None if stored is None else stored + 1,
+                    consecutive=trade_ids_consecutive,
+                )
             self.trade_seqs[symbol] = seq
         self._emitted: list[Trade] = []
         #: Keys removed by `reconfigure` (and not added back): their late live items are
@@ -228,6 +237,7 @@ class VenueData:
         trade_max_size: int = 1000,
         trade_window_ms: int = 60_000,
         resume: ResumePoint | None = None,
+        trade_ids_consecutive: bool = True,
     ) -> VenueData:
         """A keeper tracking ``keys`` (see the class for the other arguments)."""
         return cls(
@@ -240,6 +250,7 @@ class VenueData:
             trade_max_size=trade_max_size,
             trade_window_ms=trade_window_ms,
             resume=resume,
+            trade_ids_consecutive=trade_ids_consecutive,
         )
 
     # ---- what is tracked ------------------------------------------------------------------
@@ -311,7 +322,7 @@ class VenueData:
         for symbol in keys.trade_symbols:
             tseq = self.trade_seqs.get(symbol)
             if tseq is None:
-                tseq = TradeSequencer(symbol)
+                tseq = TradeSequencer(symbol, consecutive=self.trade_ids_consecutive)
                 self._removed_trades.discard(symbol)
             trade_seqs[symbol] = tseq
         for symbol, tseq in self.trade_seqs.items():

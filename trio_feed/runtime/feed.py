@@ -229,6 +229,7 @@ def venue_data(plan: VenuePlan, resume: ResumePoint | None = None) -> VenueData:
         trade_max_size=cache.aggtrade_max_size,
         trade_window_ms=round(cache.aggtrade_time_window * 1000),
         resume=resume,
+        trade_ids_consecutive=adapter.trade_ids_consecutive,
     )
 
 

@@ -219,6 +219,10 @@ class VenueAdapter(abc.ABC):
     rest_weight_header: ClassVar[str | None] = None
     #: The venue's REST weight budget per minute (the shell keeps under it).
     rest_weight_per_minute: ClassVar[int] = 1200
+    #: True if consecutive trades have consecutive `Trade.id` values (Binance aggTrade), so
+    #: that a skipped id is a gap to fill from REST; False passes trades through in id order
+    #: without gap detection (OKX, whose ids skip by the fills aggregated).
+    trade_ids_consecutive: ClassVar[bool] = True
 
     # ---- streams ------------------------------------------------------------------------
 
