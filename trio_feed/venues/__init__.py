@@ -16,6 +16,7 @@ __all__ = ["VenueAdapter", "get_adapter", "known_venues"]
 
 _BUILTIN: dict[str, str] = {
     "binance-usdm": "trio_feed.venues.binance_usdm:BinanceUsdmAdapter",
+    "okx": "trio_feed.venues.okx:OkxAdapter",
 }
 
 
