@@ -127,6 +127,11 @@ KLINE_BARS: dict[str, str] = {
 _INTERVAL_LIST = ", ".join(KLINE_BARS)
 #: ``candle<bar>`` -> contract interval.
 _CANDLE_CHANNELS: dict[str, str] = {"candle" + bar: i for i, bar in KLINE_BARS.items()}
+# OKX's UTC+8 bars (``candle1D``...: the docs' examples) parse too, as klines of the interval
+# of the same length; we never subscribe them (their buckets open at 16:00 UTC).
+for _interval, _bar in KLINE_BARS.items():
+    if _bar.endswith("utc"):
+        _CANDLE_CHANNELS.setdefault("candle" + _bar[: -len("utc")], _interval)
 
 #: Channels without an interval: channel -> (OKX channel, route).
 _PLAIN_CHANNELS: dict[str, tuple[str, str]] = {
