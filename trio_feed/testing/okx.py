@@ -186,7 +186,8 @@ class FakeOkx:
 
     Args:
       symbols: OKX instrument ids (``BTC-USDT-SWAP``, ``ETH-USDT``...).
-      seed, start_time_ms, trade_rate, book_levels: as for `FakeMarket`.
+      seed, start_time_ms, trade_rate, book_levels, book_activity: as for `FakeMarket`
+        (below 1, books stay unchanged at most steps: heartbeats then go out).
       tick: seconds between pushes (the book changes once a tick).
       checksum: send real checksums (True) or ``0`` (OKX since June 2026).
       idle_timeout: a connection that received nothing from its client for this long is
@@ -206,6 +207,7 @@ class FakeOkx:
         tick: float = 0.1,
         tick_offset: float = 0.0137,
         book_levels: int = 50,
+        book_activity: float = 1.0,
         checksum: bool = True,
         idle_timeout: float = 30.0,
         book_heartbeat: float = 60.0,
@@ -227,6 +229,7 @@ class FakeOkx:
             trade_rate=trade_rate,
             depth_step_ms=max(1, round(tick * 1000)),
             book_levels=book_levels,
+            book_activity=book_activity,
         )
         self.start_time_ms = start_time_ms
         self.tick = tick
@@ -248,6 +251,8 @@ class FakeOkx:
         self.attempts = 0
         self.refused = 0
         self.pings_ignored = False
+        #: Empty book updates sent because a book did not change for ``book_heartbeat``.
+        self.heartbeats_sent = 0
         #: Book updates generated but not sent (`skip_book_update`), as (instId, seqId).
         self.skipped_updates: list[tuple[str, int]] = []
         self._conns: list[_Conn] = []
@@ -260,6 +265,7 @@ class FakeOkx:
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
         self._t0: float | None = None
+        self._wake = trio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -438,6 +444,7 @@ class FakeOkx:
             name = f"{channel}:{inst}"
             if op == "subscribe" and (channel, inst) not in conn.subs:
                 conn.subs.add((channel, inst))
+                self._wake.set()
                 conn.record.subscriptions.append(name)
                 if channel == "books":
                     self._send_snapshot(conn, inst)
@@ -477,13 +484,21 @@ class FakeOkx:
     async def _tick_loop(self) -> None:
         assert self._t0 is not None
         per_second = max(1, round(1.0 / self.tick))
-        for k in itertools.count(1):
+        k = 0
+        while True:
+            k += 1
             await trio.sleep_until(self._t0 + self.tick_offset + k * self.tick)
-            now = self._advance()
-            events, self._pending = self._pending, []
             conns = [c for c in self._conns if c.close is None and c.subs]
             if not conns:
+                # Nothing to push: sleep until a subscription, then go on at the next tick
+                # (the market's history does not depend on how often it is advanced).
+                self._pending.clear()
+                self._wake = trio.Event()
+                await self._wake.wait()
+                k = math.floor((trio.current_time() - self._t0 - self.tick_offset) / self.tick)
                 continue
+            now = self._advance()
+            events, self._pending = self._pending, []
             second = k % per_second == 0
             for conn in conns:
                 self._push(conn, events, second, now)
@@ -547,7 +562,12 @@ class FakeOkx:
     def _send_snapshot(self, conn: _Conn, inst: str) -> None:
         symbol = self._market_of[inst]
         seq = self.market.published_update_id(symbol)
-        book = self.market.book_at(symbol, seq)
+        try:
+            book = self.market.book_at(symbol, seq)
+        except LookupError:
+            # Right after the start nothing is published yet: the opening book.
+            seq = self.market.last_update_id(symbol)
+            book = self.market.book_at(symbol, seq)
         conn.enqueue(
             self._book_frame(
                 inst,
@@ -584,6 +604,7 @@ class FakeOkx:
                     )
                 )
                 sub.last_push = trio.current_time()
+                self.heartbeats_sent += 1
             return
         prev, sub.seq, sub.last_push = sub.seq, seq, trio.current_time()
         if self._take("skip", inst):
