@@ -136,11 +136,12 @@ async def test_a_drop_loses_no_closed_kline_and_trades_resume_without_duplicates
             await trio.sleep(70)
             fake.drop_connections()
             fake.refuse_next(6)  # both sockets stay away for minutes: klines are missed
+            fake.rest_fault(HISTORY, "50011", "Too Many Requests", count=2)  # HTTP 200 errors
 
         rec = await record(feed, 600, faults)
     closed = assert_klines_true(rec, fake, SWAP)
     assert {k.source for k in closed} == {"ws", "rest"}  # the missed ones came from REST
-    assert fake.rest_calls[HISTORY] >= 1
+    assert fake.rest_calls[HISTORY] >= 3  # two rate-limited answers, then the fill
     trades = assert_trades_true(rec, fake, SWAP)
     assert trades[-1].time > trades[0].time + 300_000  # trades went on after the reconnect
     assert len(fake.connections) >= 4
