@@ -30,12 +30,19 @@ Bounded buffer. At most ``max_buffer`` diffs are held; on overflow the oldest is
 remembered, and a snapshot is then accepted only if it contains that dropped diff (else
 another is asked for). A diff frame marked ``snapshot`` (other venues' full-book frames,
 e.g. Bybit and OKX) replaces the book directly and needs no REST snapshot.
+
+Verification. Rules may also check the book's *content* after a diff, not only the ids:
+a rule set with a ``verify(book, diff)`` method (see `VerifyingRules`; OKX compares a CRC32
+of the top levels with the diff's ``checksum``) is asked after every diff applied from the
+stream or replayed from the buffer, and after a stream snapshot is loaded. A reason back is
+a break like any other: the book is cleared and re-synced from a snapshot. Rules without the
+method cost nothing (it is looked up once, when the `BookSync` is made).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from attrs import frozen
@@ -43,7 +50,7 @@ from attrs import frozen
 from ..events import DepthDiff
 from .book import DEFAULT_MAX_LEVELS, OrderBook
 
-__all__ = ["GAP", "INITIAL", "BookSync", "SequenceRules", "SyncStep"]
+__all__ = ["GAP", "INITIAL", "BookSync", "SequenceRules", "SyncStep", "VerifyingRules"]
 
 #: Prefix of every `SyncStep.resync` reason that is a break of a book that was in sync.
 GAP = "gap: "
@@ -75,6 +82,15 @@ class SequenceRules(Protocol):
 
     def follows(self, previous: DepthDiff, diff: DepthDiff) -> str | None:
         """None if ``diff`` continues right after ``previous``, else why it does not."""
+        ...
+
+
+class VerifyingRules(SequenceRules, Protocol):
+    """`SequenceRules` that also check the book after each diff (optional for a venue)."""
+
+    def verify(self, book: OrderBook, diff: DepthDiff) -> str | None:
+        """None if ``book``, just after ``diff`` was applied (or loaded, for a snapshot
+        frame), is what ``diff`` says it should be, else why not (a break: re-sync)."""
         ...
 
 
@@ -110,6 +126,7 @@ class BookSync:
         "_dropped",
         "_prev",
         "_requested",
+        "_verify",
         "_why",
         "book",
         "breaks",
@@ -156,6 +173,10 @@ class BookSync:
         # A snapshot was asked for since the book went out of sync.
         self._requested = False
         self._why = INITIAL
+        #: The rules' optional content check (see `VerifyingRules`), looked up once.
+        self._verify: Callable[[OrderBook, DepthDiff], str | None] | None = getattr(
+            rules, "verify", None
+        )
 
     def __repr__(self) -> str:
         state = "synced" if self.synced else f"buffering {len(self._buffer)}"
@@ -189,6 +210,8 @@ class BookSync:
                 if reason is None:
                     self.book.apply(diff.bids, diff.asks, diff.final_update_id, diff.time)
                     self._prev = diff
+                    if self._verify is not None:
+                        return self._verified(diff)
                     return _APPLIED_ONE
                 return self._break(diff, GAP + reason)
             # First live diff after a snapshot that found nothing buffered.
@@ -199,6 +222,8 @@ class BookSync:
             if self.rules.bridges(diff, snapshot_id):
                 self.book.apply(diff.bids, diff.asks, diff.final_update_id, diff.time)
                 self._prev = diff
+                if self._verify is not None:
+                    return self._verified(diff)
                 return _APPLIED_ONE
             return self._break(
                 diff, GAP + f"snapshot {snapshot_id} older than the next diff {_ids(diff)}"
@@ -254,6 +279,7 @@ class BookSync:
         self._dropped = None
         self._prev = None
         book = self.book
+        verify = self._verify
         applied = 0
         prev: DepthDiff | None = None
         while buffer:
@@ -263,8 +289,14 @@ class BookSync:
                 if reason is not None:
                     # The rest of the buffer (from this diff on) is the new buffer.
                     return self._lose_sync(GAP + reason, applied)
-            buffer.popleft()
             book.apply(diff.bids, diff.asks, diff.final_update_id, diff.time)
+            if verify is not None:
+                reason = verify(book, diff)
+                if reason is not None:
+                    # Snapshot and diffs disagree: this diff stays at the front of the new
+                    # buffer, so that the next snapshot can take it over again.
+                    return self._lose_sync(GAP + reason, applied)
+            buffer.popleft()
             prev = diff
             applied += 1
         self._prev = prev
@@ -324,7 +356,21 @@ class BookSync:
         self.synced = True
         self._requested = False
         self._prev = None
+        if self._verify is not None:
+            reason = self._verify(self.book, snapshot)
+            if reason is not None:
+                return self._lose_sync(GAP + reason, 0)
         return _APPLIED_ONE
+
+    def _verified(self, diff: DepthDiff) -> SyncStep:
+        """After applying ``diff`` in sync: the rules' content check, a break if it fails."""
+        assert self._verify is not None
+        reason = self._verify(self.book, diff)
+        if reason is None:
+            return _APPLIED_ONE
+        # The book is wrong from this diff on; the diff starts the new buffer (a snapshot at
+        # or past its id drops it as stale, one before it replays it and checks it again).
+        return self._break(diff, GAP + reason)
 
     def _hold(self, diff: DepthDiff) -> None:
         buffer = self._buffer

@@ -301,6 +301,7 @@ class TradeSequencer:
         "_filling",
         "anchor_time",
         "backfilled",
+        "consecutive",
         "duplicates",
         "max_pending",
         "next_id",
@@ -316,8 +317,15 @@ class TradeSequencer:
         next_id: int | None = None,
         anchor_time: int | None = None,
         max_pending: int = 100 * DEFAULT_MAX_PENDING,
+        consecutive: bool = True,
     ) -> None:
         self.symbol = symbol
+        #: False for venues whose trade ids increase but skip (OKX aggregates fills under the
+        #: last fill's id): trades then pass through in id order, duplicates dropped, with no
+        #: gap detection and no REST fill.
+        self.consecutive = consecutive
+        if not consecutive:
+            anchor_time = None
         #: Id of the next trade to emit (None until anchored).
         self.next_id = next_id
         #: Without ``next_id``: the exchange time from which trades are wanted (a restart of
@@ -370,6 +378,13 @@ class TradeSequencer:
             out.append(trade)
             self.next_id = i + 1
             return None
+        if not self.consecutive:
+            if i < nxt:
+                self.duplicates += 1
+            else:
+                out.append(trade)
+                self.next_id = i + 1
+            return None
         if i < nxt or (self.pending and i <= self.pending[-1].id):
             self.duplicates += 1
             return None
@@ -386,7 +401,9 @@ class TradeSequencer:
         """Fetch whatever came after the last emitted trade (after a reconnect or at a
         restart). Returns the gap to fill, or None if a fill is already running or there is
         no anchor to start from."""
-        if self._filling or (self.next_id is None and self.anchor_time is None):
+        if self._filling or not self.consecutive:
+            return None
+        if self.next_id is None and self.anchor_time is None:
             return None
         self._filling = True
         return self.gap()

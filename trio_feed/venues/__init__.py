@@ -22,6 +22,7 @@ _BUILTIN: dict[str, str] = {
     "bybit-linear": "trio_feed.venues.bybit:BybitLinearAdapter",
     "bybit-spot": "trio_feed.venues.bybit:BybitSpotAdapter",
     "json-gateway": "trio_feed.venues.gateway:JsonGatewayAdapter",
+    "okx": "trio_feed.venues.okx:OkxAdapter",
 }
 
 
