@@ -61,11 +61,12 @@ from .connection import ConnectionSettings, ConnectionSupervisor, SubscriptionRe
 from .fanout import EventHub, Subscription
 from .integrity import CLOSE_MARGIN_MS, VenueIntegrity
 from .limits import AttemptLimits
+from .proxy import connector_for
 from .rest import RestClient, RestError
 from .sinks import SINK_MAX_BUFFER, Sink, check_sinks, make_sink
 from .sqlite_store import read_resume_points
 from .status import ConnectionStatus, FeedStatus, SymbolStatus, VenueStatus
-from .transport import Connector, TcpConnector, Transport, WebsocketsTransport
+from .transport import Connector, Transport, WebsocketsTransport
 
 __all__ = ["DEFAULT_MAX_BUFFER", "Feed", "open_feed"]
 
@@ -698,7 +699,7 @@ def _build_venue(
             streams=streams,
             adapter=plan.adapter,
             settings=settings,
-            connector=connector or TcpConnector(),  # type: ignore[arg-type]
+            connector=connector or connector_for(vc.proxy),  # type: ignore[arg-type]
             transport=transport,
             clock=clock,
             publish=hub.publish_one,
