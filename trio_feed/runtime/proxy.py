@@ -14,12 +14,15 @@ just a connector that opens the tunnel first and wraps the stream in TLS for ``w
 Every failure of the proxy raises `ProxyError`, an `OSError` and so one of
 `~trio_feed.runtime.transport.TRANSIENT_ERRORS`: the connection backs off and retries. Its
 message names the proxy by its redacted URL (`~trio_feed.config.redact_url`) and what went
-wrong; the password never appears in a message, a log line or the status.
+wrong; the password never appears in a message, a log line or the status. Importing this
+module also redacts the credentials that httpcore (under httpx, for REST) writes into its
+DEBUG trace of a SOCKS5 setup.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 import urllib.parse
 
@@ -36,6 +39,27 @@ __all__ = ["HttpConnectConnector", "ProxyError", "Socks5Connector", "connector_f
 #: Largest proxy answer head we read: a CONNECT reply is a status line and a few headers.
 _MAX_HEAD = 16 * 1024
 _RECEIVE_SIZE = 4096
+
+
+class _RedactSocksAuth(logging.Filter):
+    """Hides the SOCKS credentials in httpcore's DEBUG trace of a SOCKS5 setup.
+
+    httpcore logs ``setup_socks5_connection.started ... auth=(b'user', b'password')``
+    verbatim; the REST client goes through it for ``socks5://`` proxies. ``auth`` is the
+    last argument of that line, so everything from it on is replaced.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        at = message.find(" auth=")
+        if at != -1 and not message.endswith(" auth=None"):
+            record.msg, record.args = message[:at] + " auth=***", None
+        return True
+
+
+# httpcore's SOCKS logger (httpcore/_async/socks_proxy.py); filters belong to the logger
+# that creates the record, so it goes on this one, for every embedding of the library.
+logging.getLogger("httpcore.socks").addFilter(_RedactSocksAuth())
 
 
 class ProxyError(OSError):
@@ -265,8 +289,12 @@ class Socks5Connector:
             ) from exc
         except python_socks.ProxyTimeoutError as exc:
             raise ProxyError(shown, "timed out") from exc
-        except OSError as exc:  # python_socks.ProxyConnectionError is one
+        except python_socks.ProxyConnectionError as exc:
             raise ProxyError(shown, f"unreachable ({exc.strerror or exc})") from exc
+        except OSError as exc:  # a reset during the handshake
+            raise ProxyError(
+                shown, f"connection broke during the SOCKS5 handshake ({exc})"
+            ) from exc
         stream: trio.abc.Stream = trio.SocketStream(sock)
         if not secure:
             return stream

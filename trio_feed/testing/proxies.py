@@ -64,8 +64,12 @@ async def forward(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
             nursery.start_soon(pump, a, b)
             nursery.start_soon(pump, b, a)
     finally:
-        await trio.aclose_forcefully(a)
-        await trio.aclose_forcefully(b)
+        # Nested: under cancellation the first close raises Cancelled (after closing), and
+        # the second stream must be closed all the same.
+        try:
+            await trio.aclose_forcefully(a)
+        finally:
+            await trio.aclose_forcefully(b)
 
 
 def _proxy_url(scheme: str, host: str, port: int, credentials: tuple[str, str] | None) -> str:
@@ -185,7 +189,9 @@ class ConnectProxy:
                 return
             if not self._authorized(list(request.headers)):
                 self.auth_failures += 1
-                await self._refuse(conn, stream, 407, [("Proxy-Authenticate", 'Basic realm="x"')])
+                await self._refuse(
+                    conn, stream, 407, [("Proxy-Authenticate", 'Basic realm="trio-feed"')]
+                )
                 return
             if self.refuse_status is not None:
                 await self._refuse(conn, stream, self.refuse_status)
@@ -215,20 +221,18 @@ class ConnectProxy:
         except (OSError, ValueError):
             await self._refuse(conn, stream, 502)
             return
+        # Counted before the answer: the client may look as soon as it has it.
+        self.tunnels += 1
+        self.active += 1
         try:
             answer = h11.Response(status_code=200, headers=[], reason=b"Connection established")
             await stream.send_all(conn.send(answer) or b"")
             early, _closed = conn.trailing_data  # bytes the client sent after its request
             if early:
                 await upstream.send_all(bytes(early))
-        except BaseException:
-            await trio.aclose_forcefully(upstream)
-            raise
-        self.tunnels += 1
-        self.active += 1
-        try:
             await forward(stream, upstream)
         finally:
+            await trio.aclose_forcefully(upstream)
             self.active -= 1
 
     async def _relay(
@@ -256,6 +260,7 @@ class ConnectProxy:
             while True:
                 event = await _next_event(up, upstream)
                 if isinstance(event, h11.Response):
+                    self.forwarded += 1
                     kept = [(n, v) for n, v in event.headers if n not in _HOP_HEADERS]
                     answer = h11.Response(
                         status_code=event.status_code, headers=kept, reason=event.reason
@@ -268,7 +273,6 @@ class ConnectProxy:
                     break
                 elif not isinstance(event, h11.InformationalResponse):
                     return False  # upstream closed mid-answer
-        self.forwarded += 1
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
 
@@ -408,18 +412,16 @@ class Socks5Proxy:
             self.refused += 1
             await self._reply(stream, _REP_REFUSED)
             return
-        try:
-            await self._reply(stream, _REP_OK)
-        except BaseException:
-            await trio.aclose_forcefully(upstream)
-            raise
+        # Counted before the answer: the client may look as soon as it has it.
         self.tunnels += 1
         self.active += 1
         try:
+            await self._reply(stream, _REP_OK)
             # Bytes the client sent after its request (none, usually) go first.
             client = PrefixedStream(stream, reader.buffer) if reader.buffer else stream
             await forward(client, upstream)
         finally:
+            await trio.aclose_forcefully(upstream)
             self.active -= 1
 
     async def _login(self, reader: _Reader, credentials: tuple[str, str]) -> bool:
@@ -428,10 +430,10 @@ class Socks5Proxy:
         (password_length,) = await reader.exactly(1)
         password = await reader.exactly(password_length)
         ok = (user, password) == (credentials[0].encode(), credentials[1].encode())
-        await reader.stream.send_all(bytes([1, 0 if ok else 1]))
         if not ok:
             self.auth_failures += 1
             self.refused += 1
+        await reader.stream.send_all(bytes([1, 0 if ok else 1]))
         return ok
 
     @staticmethod
