@@ -61,12 +61,13 @@ from .connection import ConnectionSettings, ConnectionSupervisor, SubscriptionRe
 from .fanout import EventHub, Subscription
 from .integrity import CLOSE_MARGIN_MS, VenueIntegrity
 from .limits import AttemptLimits
+from .proxy import connector_for
 from .recording import Recorder
 from .rest import ResponseHook, RestClient, RestError
 from .sinks import SINK_MAX_BUFFER, Sink, check_sinks, make_sink
 from .sqlite_store import read_resume_points
 from .status import ConnectionStatus, FeedStatus, SymbolStatus, VenueStatus
-from .transport import Connector, TcpConnector, Transport, WebsocketsTransport
+from .transport import Connector, Transport, WebsocketsTransport
 
 __all__ = ["DEFAULT_MAX_BUFFER", "Feed", "open_feed"]
 
@@ -715,7 +716,7 @@ def _build_venue(
             streams=streams,
             adapter=plan.adapter,
             settings=settings,
-            connector=connector or TcpConnector(),  # type: ignore[arg-type]
+            connector=connector or connector_for(vc.proxy),  # type: ignore[arg-type]
             transport=transport,
             clock=clock,
             publish=hub.publish_one,
