@@ -456,3 +456,26 @@ async def test_https_rest_through_connect_with_credentials(ca: trustme.CA) -> No
         assert answer.status_code == 200 and "serverTime" in answer.text
         assert proxy.tunnels == 1 and proxy.targets == [f"localhost:{port}"]
         assert len(fake.rest.requests) == 1
+
+
+def test_a_config_repr_never_shows_the_proxy_password() -> None:
+    from trio_feed import config_from_dict
+
+    config = config_from_dict(
+        {
+            "venues": [
+                {
+                    "exchange": "binance-usdm",
+                    "symbols": ["BTCUSDT"],
+                    "channels": ["aggTrade"],
+                    "proxy": "http://trader:s3cr3t-pw@127.0.0.1:3128",
+                }
+            ],
+            "sinks": [],
+        },
+        environ={},
+    )
+    assert config.venues[0].proxy == "http://trader:s3cr3t-pw@127.0.0.1:3128"
+    assert "s3cr3t-pw" not in repr(config)
+    assert "s3cr3t-pw" not in repr(config.venues[0])
+    assert "trader:***@127.0.0.1:3128" in repr(config.venues[0])

@@ -533,7 +533,12 @@ class VenueConfig:
     #: Channel names as the adapter accepts them (``"kline_1m"``, ``"depth"``...).
     channels: tuple[str, ...] = field(validator=_check_channels)
     #: Proxy for both WebSocket and REST traffic.
-    proxy: str | None = field(default=None, validator=_check_url(_PROXY_URL, optional=True))
+    #: (Its repr hides the password: configs end up in logs and tracebacks.)
+    proxy: str | None = field(
+        default=None,
+        validator=_check_url(_PROXY_URL, optional=True),
+        repr=lambda value: "None" if value is None else repr(redact_url(value)),
+    )
     connection_pool: PoolConfig = PoolConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
     ping: PingConfig = PingConfig()
