@@ -343,3 +343,51 @@ def test_record_to_an_unwritable_file_exits_2(
     code = main(["record", "--config", str(cfg), "--out", str(tmp_path / "no" / "dir.jsonl")])
     assert code == 2
     assert "--out" in capsys.readouterr().err
+
+
+# ---- every venue -------------------------------------------------------------------------
+
+
+def _venue_fake(exchange: str) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    from trio_feed.testing import FakeBinanceSpot, FakeBitget, FakeBybit
+    from trio_feed.testing.okx import FakeOkx
+
+    if exchange == "binance-spot":
+        return FakeBinanceSpot(symbols=["BTCUSDT"], seed=21), ("BTCUSDT",), CHANNELS[:4]
+    if exchange == "bybit-linear":
+        return FakeBybit(symbols=["BTCUSDT"], seed=22), ("BTCUSDT",), CHANNELS
+    if exchange == "okx":
+        okx = FakeOkx(symbols=["BTC-USDT-SWAP"], seed=23)
+        return okx, ("BTC-USDT-SWAP",), ("kline_1m", "aggTrade", "depth", "bookTicker")
+    fake = FakeBitget(symbols=["BTCUSDT"], seed=24)
+    return fake, ("BTCUSDT",), ("kline_1m", "aggTrade", "depth", "bookTicker")
+
+
+@pytest.mark.usefixtures("inline_recorder")
+@pytest.mark.parametrize("exchange", ["binance-spot", "bybit-linear", "okx", "bitget-usdt-futures"])
+async def test_every_venue_replays_to_the_live_runs_events(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, exchange: str
+) -> None:
+    fake, symbols, channels = _venue_fake(exchange)
+    cfg = make_config(
+        symbols=symbols,
+        channels=channels,
+        exchange=exchange,
+        reconnect={"base_delay": 2.0, "max_delay": 5.0, "jitter_ratio": 0.1},
+        reconciliation={"kline_interval": 21.0, "depth_interval": 33.0},
+    )
+    path = tmp_path / f"{exchange}.jsonl"
+    async with fake, open_recorder(str(path)) as recorder:
+        async with feed_on(fake, cfg, recorder=recorder) as feed:
+            sub = feed.events(max_buffer=10_000_000)
+            await trio.sleep(75.3)
+            fake.drop_connections()
+            await trio.sleep(70.9)
+        live = sub.receive_nowait()
+    assert recorder.written > 100 and not recorder.overflowed
+    assert any(isinstance(e, StateChange) and e.state == "LOST" for e in live)
+    for cls in (Kline, Trade, BookUpdate, BookTicker):
+        assert any(isinstance(e, cls) for e in live), cls
+    replayed, stats = await replay_capture(path, cfg)
+    assert market(replayed) == market(live)
+    assert stats.unanswered == 0 and stats.malformed == 0
