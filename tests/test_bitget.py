@@ -661,21 +661,3 @@ def test_time_fills_depth_and_listings() -> None:
     assert spot.parse_listed_symbols(env(symbols)) == ["BTCUSDT"]
     with pytest.raises(MalformedFrame):
         spot.parse_listed_symbols(env([{"symbol": "BTCUSDT"}]))
-
-
-def test_a_checksum_mismatch_after_a_diff_is_a_break() -> None:
-    # The rules' verify hook: a book that no longer matches the frame's checksum re-syncs.
-    from attrs import evolve
-    from trio_feed.venues.bitget import book_checksum
-
-    sync = BookSync(FUT, "BTCUSDT", BitgetBookRules())
-    one = ((D("10"), D("1")),)
-    assert sync.on_diff(_diff(10, None, 1000, snapshot=True, bids=one)).applied == 1
-    moved = ((D("10"), D("2")),)
-    good = evolve(_diff(11, 10, 1100, bids=moved), checksum=book_checksum(moved, ()))
-    assert sync.on_diff(good).applied == 1 and sync.synced
-    unchecked = evolve(_diff(12, 11, 1200, bids=((D("10"), D("3")),)), checksum=None)
-    assert sync.on_diff(unchecked).applied == 1 and sync.synced  # no checksum: not verified
-    bad = evolve(_diff(13, 12, 1300, bids=((D("10"), D("4")),)), checksum=12345)
-    step = sync.on_diff(bad)
-    assert step.resync is not None and "checksum" in step.resync and not sync.synced

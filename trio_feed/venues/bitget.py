@@ -81,8 +81,6 @@ from typing import Any, ClassVar
 import orjson
 from attrs import define, evolve
 
-from ..core.book import OrderBook
-from ..core.book_sync import VerifyingRules
 from ..core.intervals import next_open
 from ..errors import MalformedFrame
 from ..events import BookLevel, DepthDiff, Kline, MarkPrice, Source, Trade
@@ -308,14 +306,8 @@ class BitgetBookRules:
             return None
         return f"seq {diff.final_update_id} not above previous seq {previous.final_update_id}"
 
-    def verify(self, book: OrderBook, diff: DepthDiff) -> str | None:
-        """The ``books`` checksum (25 levels, signed CRC32), verified only when the frame
-        carries one: a mismatch is a break, and the book is re-synced."""
-        bids, asks = book.top(CHECKSUM_LEVELS)
-        return checksum_mismatch(diff, bids, asks)
 
-
-_RULES: VerifyingRules = BitgetBookRules()  # mypy proves the protocol is met
+_RULES: SequenceRules = BitgetBookRules()  # mypy proves the protocol is met
 
 
 # ---- the adapters -----------------------------------------------------------------------
