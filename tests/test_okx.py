@@ -595,3 +595,27 @@ def test_listed_symbols() -> None:
     assert A.parse_listed_symbols(body) == ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
     with pytest.raises(MalformedFrame):
         A.parse_listed_symbols(ok([{"instId": "X"}]))
+
+
+def test_a_ping_interval_of_thirty_seconds_or_more_is_a_config_error() -> None:
+    from trio_feed import config_from_dict
+    from trio_feed.errors import ConfigError
+    from trio_feed.plan import plan_feed
+
+    def plan(interval: float) -> None:
+        plan_feed(
+            config_from_dict(
+                {
+                    "venues": [
+                        {"exchange": "okx", "symbols": ["BTC-USDT-SWAP"], "channels": ["aggTrade"]}
+                    ],
+                    "ping": {"interval": interval},
+                    "sinks": [],
+                },
+                environ={},
+            )
+        )
+
+    plan(20)  # the default is fine
+    with pytest.raises(ConfigError, match=r"venues\[0\]\.ping\.interval: okx closes"):
+        plan(30)

@@ -61,13 +61,13 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from ..core.book import OrderBook
 from ..core.intervals import close_time
-from ..errors import MalformedFrame
+from ..errors import ConfigError, MalformedFrame
 from ..events import BookLevel, BookTicker, DepthDiff, Kline, Source, Trade
 from .base import (
     Ack,
@@ -86,6 +86,9 @@ from .base import (
     parse_interval,
 )
 from .book_rules import SequenceRules
+
+if TYPE_CHECKING:
+    from ..config import VenueConfig
 
 __all__ = [
     "CHECKSUM_LEVELS",
@@ -373,6 +376,16 @@ class OkxAdapter(VenueAdapter):
     trade_ids_consecutive: ClassVar[bool] = False
     #: ``[ping] interval`` must stay below this (seconds).
     max_ping_interval: ClassVar[float] = MAX_PING_INTERVAL
+
+    def configure(self, venue: VenueConfig) -> None:
+        """OKX closes a connection that has been silent for 30 s: the application ping must
+        come sooner, so a ``[ping] interval`` of 30 s or more is a config error."""
+        interval = venue.ping.interval
+        if interval >= self.max_ping_interval:
+            raise ConfigError(
+                f"ping.interval: okx closes a connection silent for "
+                f"{self.max_ping_interval:g} s, so pings must come sooner (got {interval:g})"
+            )
 
     def __init__(self) -> None:
         # Dispatch on ``arg.channel``: one dict lookup per frame.
