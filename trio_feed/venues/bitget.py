@@ -71,7 +71,6 @@ forward by id; the 3d and 1w UTC candles align like Binance's.
 from __future__ import annotations
 
 import difflib
-import reprlib
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -101,6 +100,11 @@ from .base import (
     parse_interval,
 )
 from .book_rules import SequenceRules
+from .fields import PARSE_ERRORS as _PARSE_ERRORS
+from .fields import as_str as _str
+from .fields import dec as _dec
+from .fields import describe as _describe
+from .fields import short as _short
 
 __all__ = [
     "CANDLE_CHANNELS",
@@ -157,19 +161,8 @@ _MAX_TRADES = 1000
 #: A month is at least 28 days: clamping a page of ``1M`` candles with it never asks for more.
 _MIN_MONTH_MS = 28 * 86_400_000
 
-_PARSE_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError, AttributeError)
-
 
 # ---- field converters ------------------------------------------------------------------
-
-
-def _dec(s: object) -> Decimal:
-    """A finite `Decimal` from a JSON string (kept exactly: checksums use the string)."""
-    if type(s) is str:
-        d = Decimal(s)
-        if d.is_finite():
-            return d
-    raise ValueError(f"not a finite decimal string: {_short(s)}")
 
 
 def _dec_loose(x: object) -> Decimal:
@@ -192,12 +185,6 @@ def _int(x: object) -> int:
     raise TypeError(f"expected an integer, got {_short(x)}")
 
 
-def _str(x: object) -> str:
-    if type(x) is str:
-        return x
-    raise TypeError(f"expected a string, got {_short(x)}")
-
-
 def _levels(raw: object, dec: Callable[[object], Decimal] = _dec) -> tuple[BookLevel, ...]:
     """``[[price, size], ...]`` -> tuple of ``(Decimal, Decimal)``."""
     if type(raw) is not list:
@@ -208,19 +195,6 @@ def _levels(raw: object, dec: Callable[[object], Decimal] = _dec) -> tuple[BookL
             raise ValueError(f"expected a [price, size] level, got {_short(level)}")
         out.append((dec(level[0]), dec(level[1])))
     return tuple(out)
-
-
-def _short(value: object) -> str:
-    return reprlib.repr(value)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, orjson.JSONDecodeError):
-        return f"invalid JSON ({exc})"
-    if isinstance(exc, KeyError):
-        return f"missing field {exc.args[0]!r}" if exc.args else "missing field"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # ---- the order-book checksum and continuity -------------------------------------------

@@ -57,14 +57,7 @@ from ..events import BookTicker, DepthDiff, Kline, MarkPrice, Trade
 
 # The field converters are Binance's: same strictness (Decimal only from finite strings,
 # integers that are not bools) and the same memo of decimal strings.
-from ._binance import PARSE_ERRORS as _PARSE_ERRORS
-from ._binance import as_bool as _bool
-from ._binance import as_int as _int
-from ._binance import as_str as _str
-from ._binance import dec as _dec
-from ._binance import describe as _describe
 from ._binance import levels as _levels
-from ._binance import short as _short
 from .base import (
     Ack,
     ChannelInfo,
@@ -80,6 +73,13 @@ from .base import (
     VenueLimits,
     parse_interval,
 )
+from .fields import PARSE_ERRORS as _PARSE_ERRORS
+from .fields import as_bool as _bool
+from .fields import as_int as _int
+from .fields import as_str as _str
+from .fields import dec as _dec
+from .fields import describe as _describe
+from .fields import short as _short
 
 __all__ = [
     "KLINE_INTERVALS",

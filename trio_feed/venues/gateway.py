@@ -61,10 +61,8 @@ from __future__ import annotations
 
 import difflib
 import os
-import reprlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -87,6 +85,13 @@ from .base import (
     VenueLimits,
     parse_interval,
 )
+from .fields import PARSE_ERRORS as _PARSE_ERRORS
+from .fields import as_bool as _bool
+from .fields import as_int as _int
+from .fields import as_str as _str
+from .fields import dec as _dec
+from .fields import describe as _describe
+from .fields import short as _short
 
 if TYPE_CHECKING:
     from ..config import VenueConfig
@@ -119,47 +124,6 @@ _PLAIN_CHANNELS = ("aggTrade", "bookTicker")
 MAX_STREAMS_PER_REQUEST = 100
 
 #: What a parse of bad input may raise before it becomes `MalformedFrame`.
-_PARSE_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError, AttributeError)
-
-
-def _short(value: object) -> str:
-    return reprlib.repr(value)
-
-
-def _dec(s: object) -> Decimal:
-    """A finite Decimal from a JSON string (never from a float)."""
-    if type(s) is str:
-        d = Decimal(s)
-        if d.is_finite():
-            return d
-    raise ValueError(f"not a finite decimal string: {_short(s)}")
-
-
-def _int(x: object) -> int:
-    if type(x) is int:
-        return x
-    raise TypeError(f"expected an integer, got {_short(x)}")
-
-
-def _str(x: object) -> str:
-    if type(x) is str:
-        return x
-    raise TypeError(f"expected a string, got {_short(x)}")
-
-
-def _bool(x: object) -> bool:
-    if type(x) is bool:
-        return x
-    raise TypeError(f"expected true or false, got {_short(x)}")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, orjson.JSONDecodeError):
-        return f"invalid JSON ({exc})"
-    if isinstance(exc, KeyError):
-        return f"missing field {exc.args[0]!r}" if exc.args else "missing field"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _kline(d: Mapping[str, Any], closed: bool, source: Source) -> Kline:

@@ -56,7 +56,6 @@ code and message (``50011``: rate limited).
 from __future__ import annotations
 
 import difflib
-import reprlib
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -86,6 +85,12 @@ from .base import (
     parse_interval,
 )
 from .book_rules import SequenceRules
+from .fields import PARSE_ERRORS as _PARSE_ERRORS
+from .fields import as_int as _int
+from .fields import as_str as _str
+from .fields import dec as _dec
+from .fields import describe as _describe
+from .fields import short as _short
 
 if TYPE_CHECKING:
     from ..config import VenueConfig
@@ -166,7 +171,6 @@ _WEIGHT_CANDLES = 1
 _WEIGHT_HISTORY_CANDLES = 2
 _WEIGHT_TIME = 4
 
-_PARSE_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError, AttributeError)
 _PONG: list[ParsedItem] = [Pong()]
 _ZERO = Decimal(0)
 
@@ -174,37 +178,11 @@ _ZERO = Decimal(0)
 # ---- field converters --------------------------------------------------------------------
 
 
-def _dec(s: object) -> Decimal:
-    """A finite `Decimal` from a JSON string (its exact text kept), else ValueError."""
-    if type(s) is str:
-        try:
-            d = Decimal(s)
-        except ArithmeticError:
-            pass
-        else:
-            if d.is_finite():
-                return d
-    raise ValueError(f"not a finite decimal string: {_short(s)}")
-
-
 def _int_str(x: object) -> int:
     """An integer from a string of digits (OKX sends times and ids as strings)."""
     if type(x) is str and x.isdigit():
         return int(x)
     raise ValueError(f"expected a string of digits, got {_short(x)}")
-
-
-def _int(x: object) -> int:
-    """A JSON integer (``seqId``, ``checksum``: numbers in OKX's book frames)."""
-    if type(x) is int:
-        return x
-    raise TypeError(f"expected an integer, got {_short(x)}")
-
-
-def _str(x: object) -> str:
-    if type(x) is str:
-        return x
-    raise TypeError(f"expected a string, got {_short(x)}")
 
 
 def _list(x: object) -> list[Any]:
@@ -222,19 +200,6 @@ def _levels(raw: object) -> tuple[BookLevel, ...]:
             raise ValueError(f"expected a [price, size, ...] level, got {_short(level)}")
         append((_dec(level[0]), _dec(level[1])))
     return tuple(out)
-
-
-def _short(value: object) -> str:
-    return reprlib.repr(value)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, orjson.JSONDecodeError):
-        return f"invalid JSON ({exc})"
-    if isinstance(exc, KeyError):
-        return f"missing field {exc.args[0]!r}" if exc.args else "missing field"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager
