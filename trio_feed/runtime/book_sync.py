@@ -31,7 +31,7 @@ from ..core.backoff import Backoff, BackoffPolicy
 from ..core.books import VenueBooks
 from ..core.keeper import BookGap
 from ..errors import MalformedFrame
-from ..events import Event, StateChange
+from ..events import DepthDiff, Event, StateChange
 from ..venues.base import StreamSpec, VenueAdapter
 from .rest import RestClient, RestError, RestRateLimited
 
@@ -125,7 +125,7 @@ class VenueBookSync:
             task_status.started()
             await trio.sleep_forever()
 
-    async def _snapshot(self, symbol: str, limit: int) -> object:
+    async def _snapshot(self, symbol: str, limit: int) -> DepthDiff:
         request = self.adapter.depth_request(symbol, limit)
         response = await self.rest.request(request)
         return self.adapter.parse_depth(response.text, symbol)
@@ -149,7 +149,7 @@ class VenueBookSync:
                     continue
                 self.stats.snapshots += 1
                 out: list[object] = []
-                again = self.books.on_snapshot(snapshot, out)  # type: ignore[arg-type]
+                again = self.books.on_snapshot(snapshot, out)
                 if out:
                     self._publish(out)  # type: ignore[arg-type]
                 if again is not None:
@@ -195,7 +195,7 @@ class VenueBookSync:
         out: list[object] = []
         result = self.books.check(
             symbol,
-            snapshot,  # type: ignore[arg-type]
+            snapshot,
             gap_resync=self.reconciliation.depth_gap_resync,
             out=out,
         )

@@ -125,7 +125,6 @@ class _Venue:
         self.quality = QualityBoard()
         #: Serialises subscription changes of this venue.
         self.changing = trio.Lock()
-        self.settings: ConnectionSettings | None = None
         self.make_connection: Callable[[str, str, Sequence[StreamSpec]], ConnectionSupervisor]
         #: The order books' shell, when the venue keeps books.
         self.book_sync: VenueBookSync | None = None
@@ -243,8 +242,6 @@ class Feed:
         self._hub = hub
         self._venues: list[_Venue] = []
         self._sinks: list[Sink] = []
-        #: The latest REST mismatches, newest last (see `_report_mismatch`).
-        self._mismatches: list[tuple[str, str, str, int, tuple[str, ...]]] = []
         #: Where connections run (set once the connections nursery is open).
         self._connections: trio.Nursery | None = None
         #: The monitoring endpoint's port, once it listens.
@@ -503,15 +500,10 @@ class Feed:
     def _report_mismatch(
         self, venue: str, symbol: str, interval: str, open_time: int, mismatches: tuple[str, ...]
     ) -> None:
-        """The one place a REST mismatch of a symbol's data is reported (the data-quality
-        score of the live-operations work lowers the symbol's score here). It is already
-        logged, counted in ``status()`` and published as a ``reconcile`` event; here it lowers
-        the symbol's data-quality score."""
-        self._mismatches.append((venue, symbol, interval, open_time, mismatches))
-        del self._mismatches[:-100]
-        v = self._venue(venue)
+        """A kline REST mismatch (already logged, counted in ``status()`` and published as a
+        ``reconcile`` event) lowers the symbol's data-quality score."""
         what = f"kline {interval} @{open_time}: {'; '.join(mismatches)}"
-        _publish_quality(self._hub, v, v.quality.mismatch(symbol, what, trio.current_time()))
+        _lower_quality(self._hub, self._venue(venue), symbol, what)
 
 
 def _pick(value: object, venue: str) -> object:
@@ -704,7 +696,6 @@ def _build_venue(
         rotate_after=pool.rotate_after,
         rotation_timeout=pool.rotation_timeout,
     )
-    venue.settings = settings
     attempt_throttle = attempts.for_url(vc.ws_url)
 
     def make_connection(
@@ -788,8 +779,7 @@ def _build_books(venue: _Venue, hub: EventHub, seed_text: str) -> None:
     def mismatch(symbol: str, what: str) -> None:
         venue.data.mismatches[symbol] = venue.data.mismatches.get(symbol, 0) + 1
         log.warning("%s %s: REST depth disagrees with the local book: %s", venue.name, symbol, what)
-        update = venue.quality.mismatch(symbol, f"depth: {what}", trio.current_time())
-        _publish_quality(hub, venue, update)
+        _lower_quality(hub, venue, symbol, f"depth: {what}")
 
     books = VenueBooks(
         venue.name,
@@ -838,6 +828,11 @@ def _publish_quality(hub: EventHub, venue: _Venue, update: QualityUpdate | None)
         hub.publish_one(
             QualityChange(update.symbol, update.score, update.reason, venue.clock.now_ms())
         )
+
+
+def _lower_quality(hub: EventHub, venue: _Venue, symbol: str, what: str) -> None:
+    """A REST mismatch (kline or depth) lowers the symbol's data-quality score."""
+    _publish_quality(hub, venue, venue.quality.mismatch(symbol, what, trio.current_time()))
 
 
 def _streams_changed(
