@@ -50,7 +50,6 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -61,6 +60,7 @@ from attrs import define, field
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from ..venues.bitget import CANDLE_CHANNELS, book_checksum
+from ._lifecycle import RunsItsOwnNursery
 from .market import FakeMarket
 from .records import KLINE_INTERVALS, AggTrade, KlineBar, SymbolSpec
 
@@ -135,7 +135,7 @@ class _Conn:
         self.scope.cancel()
 
 
-class FakeBitget:
+class FakeBitget(RunsItsOwnNursery):
     """A Bitget v2 public-API simulator (see the module docstring).
 
     Args:
@@ -222,25 +222,6 @@ class FakeBitget:
         self._pending: list[Any] = []
 
     # ------------------------------------------------------------------ lifecycle and time
-
-    async def __aenter__(self) -> FakeBitget:
-        if self._nursery is not None:
-            raise RuntimeError("a FakeBitget can only be entered once")
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._t0 = trio.current_time()
-        self._nursery.start_soon(self._tick_loop)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._nursery is not None and self._nursery_cm is not None
-        self._nursery.cancel_scope.cancel()
-        return await self._nursery_cm.__aexit__(exc_type, exc, tb)
 
     def now_ms(self) -> int:
         """Exchange time in ms (``start_time_ms`` until the fake is entered)."""

@@ -52,7 +52,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -63,6 +62,7 @@ from attrs import define, field
 from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from ._connection import GONE, ConnectionRecord
+from ._lifecycle import RunsItsOwnNursery
 from .market import FakeMarket
 from .records import AggTrade, KlineBar, SymbolSpec
 
@@ -137,7 +137,7 @@ def _side(levels: Iterable[tuple[Decimal, Decimal]]) -> list[list[str]]:
     return [[_s(p), _s(q)] for p, q in levels]
 
 
-class FakeBybit:
+class FakeBybit(RunsItsOwnNursery):
     """A Bybit v5 public simulator (see the module docstring).
 
     Args:
@@ -210,25 +210,6 @@ class FakeBybit:
         self._t0: float | None = None
 
     # ------------------------------------------------------------------ lifecycle and time
-
-    async def __aenter__(self) -> FakeBybit:
-        if self._nursery is not None:
-            raise RuntimeError("a FakeBybit can only be entered once")
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._t0 = trio.current_time()
-        self._nursery.start_soon(self._tick_loop)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._nursery is not None and self._nursery_cm is not None
-        self._nursery.cancel_scope.cancel()
-        return await self._nursery_cm.__aexit__(exc_type, exc, tb)
 
     def now_ms(self) -> int:
         """Exchange time in milliseconds (``start_time_ms`` until the fake is entered)."""

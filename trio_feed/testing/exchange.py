@@ -55,7 +55,6 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -64,6 +63,7 @@ import trio
 
 from ._connection import Connection, ConnectionRecord, serve_websocket
 from ._hub import StreamHub
+from ._lifecycle import RunsItsOwnNursery
 from ._transport import PrefixedStream, memory_connection
 from .http import read_request_head, request_target, serve_http
 from .market import FakeMarket
@@ -76,7 +76,7 @@ __all__ = ["ConnectionRecord", "FakeExchange"]
 _SHUTDOWN_STREAM = "!serverShutdown"
 
 
-class FakeExchange:
+class FakeExchange(RunsItsOwnNursery):
     """A Binance USD-M compatible exchange simulator (see the module docstring).
 
     Use it as ``async with FakeExchange(...) as fake:``; it runs its market clock and every
@@ -242,25 +242,6 @@ class FakeExchange:
         self._ignore_close = False
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> FakeExchange:
-        if self._nursery is not None:
-            raise RuntimeError("a FakeExchange can only be entered once")
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._t0 = trio.current_time()
-        self._nursery.start_soon(self._tick_loop)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._nursery is not None and self._nursery_cm is not None
-        self._nursery.cancel_scope.cancel()
-        return await self._nursery_cm.__aexit__(exc_type, exc, tb)
 
     def _running(self) -> trio.Nursery:
         if self._nursery is None:

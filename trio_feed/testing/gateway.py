@@ -30,7 +30,6 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -41,6 +40,7 @@ from attrs import define, field
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 from wsproto.utilities import LocalProtocolError
 
+from ._lifecycle import RunsItsOwnNursery
 from .market import FakeMarket
 from .records import AggTrade, BestQuote, KlineBar, SymbolSpec
 
@@ -88,7 +88,7 @@ class _Live:
         self.record.frames_sent += 1
 
 
-class FakeGateway:
+class FakeGateway(RunsItsOwnNursery):
     """A JSON gateway with a token handshake (see the module docstring).
 
     Args:
@@ -148,25 +148,6 @@ class FakeGateway:
         self._t0: float | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
-
-    async def __aenter__(self) -> FakeGateway:
-        if self._nursery is not None:
-            raise RuntimeError("a FakeGateway can only be entered once")
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._t0 = trio.current_time()
-        self._nursery.start_soon(self._tick_loop)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._nursery is not None and self._nursery_cm is not None
-        self._nursery.cancel_scope.cancel()
-        return await self._nursery_cm.__aexit__(exc_type, exc, tb)
 
     def now_ms(self) -> int:
         """Gateway time in epoch milliseconds (``start_time_ms`` until entered)."""

@@ -39,7 +39,6 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -51,6 +50,7 @@ from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from ..venues.okx import CHECKSUM_LEVELS, KLINE_BARS, book_checksum
 from ._connection import GONE
+from ._lifecycle import RunsItsOwnNursery
 from ._transport import ServerStream, memory_connection
 from .market import FakeMarket
 from .records import KLINE_INTERVALS, AggTrade, KlineBar, SymbolSpec
@@ -181,7 +181,7 @@ class _Conn:
             await trio.sleep_until(deadline)
 
 
-class FakeOkx:
+class FakeOkx(RunsItsOwnNursery):
     """An OKX v5 public market-data simulator (see the module docstring).
 
     Args:
@@ -268,24 +268,6 @@ class FakeOkx:
         self._wake = trio.Event()
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> FakeOkx:
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._t0 = trio.current_time()
-        self._nursery.start_soon(self._tick_loop)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-        result: bool | None = await self._nursery_cm.__aexit__(exc_type, exc, tb)
-        return result
 
     def now_ms(self) -> int:
         """Exchange time in milliseconds."""
